@@ -1,0 +1,222 @@
+"""The hierarchical latent selection model: prompt -> latent selections -> trace -> answer.
+
+An item draws an input ``x = h_0`` and a cascade of latent selections, one level per step
+t = 1..L: a routing ``r_t`` (which earlier values feed the step and how they combine) and under it a
+skill ``s_t`` (the local operation). The selections form a small DAG (``Example.dag``): step t
+reads the values its routing names. Executing the cascade gives h_1..h_L; the trace shows them and
+the answer is h_L.
+
+Sampling is counter-based (``hlsm.rng``): item i of a stream is a pure function of (seed, stream
+name, i), so ``HLSM(...)[i]`` and ``sample(n, start)`` agree, and re-running gives byte-identical
+items. Draws are vectorized with numpy; only executing and rendering is per item.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from hlsm.modules import ROUTING_NAMES, ROUTINGS, SKILL_NAMES, SKILLS
+from hlsm.rng import stream_key
+from hlsm.support import Composition, Support
+from hlsm.text import check_format, render
+
+
+@dataclass(slots=True)
+class Step:
+    """One latent selection level and the value it generates."""
+
+    t: int  # step index, 1..L
+    routing: str  # routing mechanism name
+    skill: str  # skill name
+    operands: tuple[int, ...]  # indices of the values h_i this step reads
+    value: str  # h_t
+    span: tuple[int, int] | None  # chars of this step's chunk in Example.completion (None: hidden)
+    prompt_span: tuple[int, int]  # chars of this step's module tokens in Example.prompt
+
+
+@dataclass(slots=True)
+class Example:
+    """One HLSM item: input, ground-truth selections per step, rendered prompt and completion."""
+
+    index: int  # position in its stream
+    x: str  # the input h_0
+    steps: tuple[Step, ...]
+    prompt: str
+    completion: str  # what the model must write: the trace, then '#' and the answer
+    answer: str
+    format: str  # trace format: explicit | values | answer
+    granularity: int  # steps per shown trace chunk
+
+    @property
+    def trace(self) -> str:
+        """The trace part of the completion (everything before the answer mark)."""
+        return self.completion[: self.completion.rfind("#")]
+
+    @property
+    def depth(self) -> int:
+        return len(self.steps)
+
+    @property
+    def composition(self) -> Composition:
+        return tuple((s.routing, s.skill) for s in self.steps)
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        """h_0 .. h_L."""
+        return (self.x, *(s.value for s in self.steps))
+
+    def dag(self):
+        """The selection DAG as a networkx DiGraph: node t (0 = input) -> step nodes reading it."""
+        import networkx as nx
+
+        g = nx.DiGraph()
+        g.add_node(0, value=self.x, routing=None, skill=None)
+        for s in self.steps:
+            g.add_node(s.t, value=s.value, routing=s.routing, skill=s.skill)
+            for i in s.operands:
+                g.add_edge(i, s.t)
+        return g
+
+    def to_dict(self) -> dict:
+        """A JSON-ready row: prompt, completion, answer, trace and the selections per step."""
+        return {
+            "index": self.index,
+            "prompt": self.prompt,
+            "completion": self.completion,
+            "answer": self.answer,
+            "trace": self.trace,
+            "x": self.x,
+            "format": self.format,
+            "granularity": self.granularity,
+            "selections": [
+                {f.name: getattr(s, f.name) for f in fields(Step)} for s in self.steps
+            ],
+        }
+
+
+def execute(x: str, composition) -> list[tuple[str, str, tuple[int, ...], str]]:
+    """Run a composition on input x: [(routing, skill, operands, value)] per step."""
+    h, out = [x], []
+    for t, (r, s) in enumerate(composition, 1):
+        routing = ROUTINGS[r]
+        ops = routing.operands(t)
+        v = routing.fn([h[i] for i in ops], SKILLS[s].fn)
+        h.append(v)
+        out.append((r, s, ops, v))
+    return out
+
+
+# Operand tables: _OPERANDS[routing][t] for t < _T_CACHE, so the hot loop does no calls for them.
+_T_CACHE = 64
+_OPERANDS = {r: [ROUTINGS[r].operands(t) if t else () for t in range(_T_CACHE)] for r in ROUTINGS}
+_ROUTE_FN = [ROUTINGS[r].fn for r in ROUTING_NAMES]
+_SKILL_FN = [SKILLS[s].fn for s in SKILL_NAMES]
+
+
+class HLSM:
+    """A seeded HLSM sampler over a ``Support``.
+
+    ``HLSM(depth=3, seed=0)`` samples depth-3 items over the full inventory; every ``Support``
+    field can be given as a keyword (``skills``, ``routings``, ``compositions``, ``exclude``,
+    ``require``, ``input_len``, ``alphabet``, ...), or a whole ``support=``. ``stream`` names the
+    random stream, so train and eval streams of the same seed never share draws.
+    """
+
+    def __init__(
+        self,
+        depth: int | tuple[int, ...] = 3,
+        seed: int = 0,
+        *,
+        support: Support | None = None,
+        fmt: str = "values",
+        granularity: int = 1,
+        stream: str = "train",
+        **constraints,
+    ):
+        if support is not None and constraints:
+            raise ValueError(f"give either support= or constraint keywords, not both: {sorted(constraints)}")
+        if support is None:
+            if "depths" not in constraints:
+                constraints["depths"] = depth
+            try:
+                support = Support(**constraints)
+            except TypeError as e:
+                raise ValueError(f"bad HLSM constraint: {e}") from None
+        check_format(fmt, granularity)
+        if not isinstance(seed, (int, np.integer)):
+            raise ValueError(f"seed must be an integer, got {seed!r}")
+        self.support, self.seed, self.fmt, self.granularity, self.stream = (
+            support, int(seed), fmt, granularity, stream
+        )
+        self.key = stream_key(int(seed), stream)
+        # fail now, not in the middle of a run, when the support is empty
+        support.draw_compositions(self.key, np.arange(1))
+        support.draw_inputs(self.key, np.arange(1))
+
+    def __repr__(self) -> str:
+        return (
+            f"HLSM(seed={self.seed}, stream={self.stream!r}, fmt={self.fmt!r}, "
+            f"granularity={self.granularity}, support: {self.support.describe()})"
+        )
+
+    def __getitem__(self, i: int) -> Example:
+        if i < 0:
+            raise IndexError(f"HLSM streams are infinite; index must be >= 0, got {i}")
+        return self.sample(1, start=i)[0]
+
+    def sample(self, n: int, start: int = 0) -> list[Example]:
+        """Items ``start .. start+n-1`` of this stream."""
+        if n < 0 or start < 0:
+            raise ValueError(f"n and start must be >= 0, got n={n}, start={start}")
+        index = np.arange(start, start + n, dtype=np.int64)
+        codes, depth = self.support.draw_compositions(self.key, index)
+        xs = self.support.draw_inputs(self.key, index)
+        nsk = len(SKILL_NAMES)
+        fmt, g = self.fmt, self.granularity
+        out = []
+        for i, x, row, d in zip(range(start, start + n), xs, codes.tolist(), depth.tolist()):
+            h, raw = [x], []
+            for t in range(1, d + 1):
+                c = row[t - 1]
+                ri, si = divmod(c, nsk)
+                r = ROUTING_NAMES[ri]
+                ops = _OPERANDS[r][t] if t < _T_CACHE else ROUTINGS[r].operands(t)
+                v = _ROUTE_FN[ri]([h[k] for k in ops], _SKILL_FN[si])
+                h.append(v)
+                raw.append((r, SKILL_NAMES[si], ops, v))
+            prompt, completion, spans, pspans = render(
+                x, [(r, s, v) for r, s, _, v in raw], fmt, g
+            )
+            steps = tuple(
+                Step(t, r, s, ops, v, spans[t - 1], pspans[t - 1])
+                for t, (r, s, ops, v) in enumerate(raw, 1)
+            )
+            out.append(Example(i, x, steps, prompt, completion, h[-1], fmt, g))
+        return out
+
+
+def export_jsonl(source, path, n: int, seed: int = 0, stream: str = "train", **kwargs) -> int:
+    """Write ``n`` items as JSONL rows (prompt, completion, answer, trace, selections).
+
+    ``source`` is a ``Support``, an ``HLSM``, or a (``Split``, support name) pair. Returns the
+    number of rows written.
+    """
+    import json
+
+    from hlsm.support import Split
+
+    if isinstance(source, HLSM):
+        gen = source
+    elif isinstance(source, Support):
+        gen = HLSM(support=source, seed=seed, stream=stream, **kwargs)
+    elif isinstance(source, tuple) and len(source) == 2 and isinstance(source[0], Split):
+        gen = HLSM(support=source[0].support(source[1]), seed=seed, stream=source[1], **kwargs)
+    else:
+        raise ValueError(f"export_jsonl needs a Support, an HLSM or (Split, name), got {source!r}")
+    with open(path, "w") as f:
+        for start in range(0, n, 10_000):
+            for ex in gen.sample(min(10_000, n - start), start=start):
+                f.write(json.dumps(ex.to_dict()) + "\n")
+    return n

@@ -1,0 +1,1 @@
+"""Probes: do learned representations identify the latent modules?"""
