@@ -46,34 +46,29 @@ def render(x: str, steps, fmt: str = "values", granularity: int = 1):
     span of step t's chunk in the completion (None in the ``answer`` format) and
     ``prompt_spans[t]`` the span of its module tokens in the prompt.
     """
-    parts, prompt_spans, pos = [x, "|"], [], len(x) + 1
-    for i, (r, s, _) in enumerate(steps):
-        if i:
-            parts.append(" ")
-            pos += 1
-        tok = ROUTINGS[r].token + SKILLS[s].token
-        parts.append(tok)
-        prompt_spans.append((pos, pos + len(tok)))
-        pos += len(tok)
-    parts.append(">")
-    prompt = "".join(parts)
+    toks = [ROUTINGS[r].token + SKILLS[s].token for r, s, _ in steps]
+    return render_tokens(x, toks, [v for _, _, v in steps], fmt, granularity)
 
-    answer = steps[-1][2]
+
+def render_tokens(x: str, toks: list[str], values: list[str], fmt: str, granularity: int):
+    """``render`` with each step given as its module-token string ("R0S03") and value (hot path)."""
+    prompt = x + "|" + " ".join(toks) + ">"
+    prompt_spans, pos = [], len(x) + 1
+    for tok in toks:
+        prompt_spans.append((pos, pos + len(tok)))
+        pos += len(tok) + 1
+    answer = values[-1]
     if fmt == "answer":
-        return prompt, ANSWER_MARK + answer, [None] * len(steps), prompt_spans
-    out, spans, pos = [], [], 0
-    for c in range(0, len(steps), granularity):
-        chunk = steps[c : c + granularity]
-        if fmt == "explicit":
-            seg = "".join(ROUTINGS[r].token + SKILLS[s].token for r, s, _ in chunk)
-            seg += "=" + chunk[-1][2]
-        else:
-            seg = chunk[-1][2]
-        spans.extend([(pos, pos + len(seg))] * len(chunk))
-        out.append(seg + ";")
+        return prompt, ANSWER_MARK + answer, [None] * len(values), prompt_spans
+    out, spans, pos, n = [], [], 0, len(values)
+    for c in range(0, n, granularity):
+        last = min(c + granularity, n) - 1
+        seg = values[last] if fmt == "values" else "".join(toks[c : last + 1]) + "=" + values[last]
+        spans.extend([(pos, pos + len(seg))] * (last + 1 - c))
+        out.append(seg)
         pos += len(seg) + 1
     out.append(ANSWER_MARK + answer)
-    return prompt, "".join(out), spans, prompt_spans
+    return prompt, ";".join(out), spans, prompt_spans
 
 
 def expected_chunks(example) -> list[tuple[tuple[tuple[str, str], ...] | None, str]]:
