@@ -20,7 +20,7 @@ import numpy as np
 
 from hlsm.modules import ROUTING_NAMES, ROUTINGS, SKILL_NAMES, SKILLS
 from hlsm.rng import stream_key
-from hlsm.support import Composition, Support
+from hlsm.support import N_CODES, Composition, Support
 from hlsm.text import check_format, render_tokens
 
 
@@ -109,23 +109,19 @@ def execute(x: str, composition) -> list[tuple[str, str, tuple[int, ...], str]]:
     return out
 
 
+def _make_entry(t: int, code: int):
+    r, s = ROUTING_NAMES[code // len(SKILL_NAMES)], SKILL_NAMES[code % len(SKILL_NAMES)]
+    routing, skill = ROUTINGS[r], SKILLS[s]
+    return r, s, routing.operands(t), routing.fn, skill.fn, routing.token + skill.token
+
+
 # Per (step t, step code) everything the hot loop needs, so it does no lookups or calls for it.
 _T_CACHE = 64
-_STEP_TABLE = [
-    [
-        (r, s, ROUTINGS[r].operands(t) if t else (), ROUTINGS[r].fn, SKILLS[s].fn, ROUTINGS[r].token + SKILLS[s].token)
-        for r in ROUTING_NAMES
-        for s in SKILL_NAMES
-    ]
-    for t in range(_T_CACHE)
-]
+_STEP_TABLE = [[_make_entry(t, c) for c in range(N_CODES)] for t in range(_T_CACHE)]
 
 
 def _step_entry(t: int, code: int):
-    if t < _T_CACHE:
-        return _STEP_TABLE[t][code]
-    r, s = ROUTING_NAMES[code // len(SKILL_NAMES)], SKILL_NAMES[code % len(SKILL_NAMES)]
-    return r, s, ROUTINGS[r].operands(t), ROUTINGS[r].fn, SKILLS[s].fn, ROUTINGS[r].token + SKILLS[s].token
+    return _STEP_TABLE[t][code] if t < _T_CACHE else _make_entry(t, code)
 
 
 class HLSM:

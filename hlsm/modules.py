@@ -166,7 +166,7 @@ def atbash(s: str) -> str:
 
 @_skill
 def next_vowel(s: str) -> str:
-    """Replace each vowel by the next vowel (a->e->i->o->u->a): bead -> biid."""
+    """Replace each vowel by the next vowel (a->e->i->o->u->a): bead -> bied."""
     return s.translate(_NEXT_VOWEL)[:MAX_LEN]
 
 
