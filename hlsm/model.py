@@ -211,6 +211,26 @@ class HLSM:
                 gc.enable()
         return out
 
+    def sample_batch(self, n: int, start: int = 0):
+        """Items ``start .. start+n-1`` as a columnar ``hlsm.batch.Batch`` (granularity 1).
+
+        The same items as ``sample`` (same draws, same values), executed with vectorized numpy;
+        ``Batch.tokens(tokenizer)`` renders them to padded token ids for training.
+        """
+        from hlsm.batch import Batch, W, execute_batch
+
+        if self.granularity != 1:
+            raise ValueError(f"sample_batch supports granularity 1 only, this HLSM has {self.granularity}")
+        if n < 0 or start < 0:
+            raise ValueError(f"n and start must be >= 0, got n={n}, start={start}")
+        index = np.arange(start, start + n, dtype=np.int64)
+        codes, depth = self.support.draw_compositions(self.key, index)
+        chars, length = self.support.draw_input_arrays(self.key, index)
+        x = np.zeros((n, W), dtype=np.uint8)
+        x[:, : chars.shape[1]] = chars
+        values, value_len = execute_batch(x, length, codes, depth)
+        return Batch(start, x, length, codes, depth, values, value_len, self.fmt)
+
     def _fill_one_per_step(self, out, start, xs, codes, depth, explicit: bool) -> None:
         """Hot path for granularity 1: execute and render in one pass (equals ``render_tokens``)."""
         fmt, tok_len = self.fmt, 5  # every module-token pair ("R0S03") is 5 characters

@@ -270,6 +270,13 @@ class Support:
 
     def draw_inputs(self, key: int, index: np.ndarray) -> list[str]:
         """Input strings for items ``index``: uniform length, uniform characters, hash-filtered."""
+        chars, length = self.draw_input_arrays(key, index)
+        w = chars.shape[1]
+        flat = chars.tobytes().decode("latin-1")
+        return [flat[i * w : i * w + k] for i, k in enumerate(length.tolist())]
+
+    def draw_input_arrays(self, key: int, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``draw_inputs`` as (chars (n, max_len) uint8, zero-padded; length (n,))."""
         n, lo, hi = len(index), self.input_len[0], self.input_len[1]
         alpha = np.frombuffer(self.alphabet.encode(), dtype=np.uint8)
         chars = np.zeros((n, hi), dtype=np.uint8)
@@ -290,8 +297,7 @@ class Support:
                 break
         else:
             raise ValueError(f"input space looks empty under {self.describe()}")
-        flat = chars.tobytes().decode("latin-1")
-        return [flat[i * hi : i * hi + k] for i, k in enumerate(length.tolist())]
+        return chars, length
 
     def sample_compositions(self, n: int, seed: int = 0) -> list[Composition]:
         """``n`` distinct compositions of the support (fewer if it has fewer), deterministic."""
