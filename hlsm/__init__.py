@@ -6,6 +6,9 @@
     gen = hlsm.HLSM(depth=3, seed=0) # plus Support constraint keywords
     batch = gen.sample(1000)         # list of Example (.prompt .completion .trace .answer .steps)
     hlsm.score(example, completion)  # 1.0 iff the completion's answer is right
+
+Training (torch) lives in hlsm.policy, hlsm.sft, hlsm.grpo and hlsm.evaluate; identification checks
+in hlsm.identify. They are imported on first use, so ``import hlsm`` stays light.
 """
 
 from hlsm.model import HLSM, Example, Step, execute, export_jsonl
@@ -33,6 +36,18 @@ from hlsm.text import (
     score,
     structure_reward,
 )
+
+_LAZY = {"identify": "hlsm.identify", "policy": "hlsm.policy", "sft": "hlsm.sft", "grpo": "hlsm.grpo",
+         "evaluate": "hlsm.evaluate", "checkpoint": "hlsm.checkpoint"}
+
+
+def __getattr__(name):  # hlsm.sft, hlsm.identify, ... without importing torch up front
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(_LAZY[name])
+    raise AttributeError(f"module 'hlsm' has no attribute {name!r}")
+
 
 __all__ = [
     "FORMATS", "HLSM", "MAX_LEN", "REWARDS", "ROUTINGS", "ROUTING_NAMES", "SKILLS", "SKILL_NAMES",

@@ -303,10 +303,11 @@ class Support:
         """``n`` distinct compositions of the support (fewer if it has fewer), deterministic."""
         from hlsm.rng import stream_key
 
-        key, out, seen, start = stream_key("compositions", seed), [], set(), 0
-        while len(out) < n and start < 50 * n + 10_000:
+        key, out, seen, start, stale = stream_key("compositions", seed), [], set(), 0, 0
+        while len(out) < n and start < 50 * n + 10_000 and stale < 3:
             idx = np.arange(start, start + 4 * n + 64)
             codes, depth = self.draw_compositions(key, idx)
+            before = len(out)
             for row, d in zip(codes.tolist(), depth.tolist()):
                 comp = tuple(decode(k) for k in row[:d])
                 if comp not in seen:
@@ -314,6 +315,7 @@ class Support:
                     out.append(comp)
                     if len(out) == n:
                         break
+            stale = stale + 1 if len(out) == before else 0  # the support is likely exhausted
             start = idx[-1] + 1
         return out
 
@@ -349,6 +351,9 @@ class Support:
         if unknown:
             raise ValueError(f"unknown Support fields {sorted(unknown)}; allowed: {sorted(known)}")
         d = dict(d)
+        if d.get("compositions") and "depths" not in d:
+            # a list of compositions alone means exactly those: take their depths, not the default
+            d["depths"] = sorted({len(c) for c in d["compositions"]})
         for k in ("depths", "skills", "routings", "require", "buckets", "input_buckets", "input_len"):
             if k in d:
                 d[k] = tuple(d[k])

@@ -103,6 +103,15 @@ def test_json_round_trip(tmp_path):
     assert Support.from_dict(sup.to_dict()) == sup
     with pytest.raises(ValueError, match="unknown Support fields"):
         Support.from_dict({"depth": 3})
+    # compositions alone mean exactly those compositions, at whatever depths they have
+    comps = [[["chain", "reverse"]], [["chain", "reverse"], ["skip", "evens"]]]
+    only = Support.from_dict({"compositions": comps})
+    assert only.depths == (1, 2) and len(only.enumerate()) == 2
+
+
+def test_sample_compositions_stops_on_a_small_support():
+    sup = Support(depths=(1,), skills=("reverse", "evens"), routings=("chain",))
+    assert sorted(sup.sample_compositions(1000)) == [(("chain", "evens"),), (("chain", "reverse"),)]
 
 
 def test_restrict_and_sample_compositions_are_deterministic():

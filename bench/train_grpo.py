@@ -1,0 +1,234 @@
+"""GRPO step time and rollout tokens/s: hlsm.grpo against TRL's GRPOTrainer doing the same work.
+
+Both sides start from the same policy: a brief SFT run of the ``--preset`` model (or ``--init``),
+loaded as our ``Policy`` and, weight for weight, into a transformers ``GPT2LMHeadModel`` built from
+a ``GPT2Config`` of the same shape (zero biases, exact GELU: the logits agree to the last bit;
+nothing is downloaded). Same RL prompts (the split's ``rl_inside`` stream, in order), same G, same
+completion cap, temperature 1, reward answer + 0.5 structure, one optimizer update per rollout
+batch over all P x G completions, no KL reference, no gradient checkpointing, fp32, the same torch
+thread count. Step = rollout (sampling + rewards + advantages) + update (forward, backward,
+optimizer). Reported: the median over ``--steps`` timed steps after ``--warmup`` untimed ones.
+
+Where hlsm.grpo does less arithmetic for the same update, it is by design and exact: completions
+are cut to their micro-batch's longest row (not the batch's), and rows of zero advantage (groups
+with tied rewards, the zero_std_frac column) are not back-propagated: without a KL term their
+gradient is exactly zero, and the loss aggregation still counts them.
+
+Run it from a virtualenv holding TRL (never the project's):
+
+    python3 -m venv /work/venv-trl && . /work/venv-trl/bin/activate
+    pip install torch==2.13.0 trl numpy networkx tqdm
+    PYTHONPATH=/work/main python bench/train_grpo.py [--preset cpu] [--prompts 32] [--group 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from hlsm.checkpoint import load_policy  # noqa: E402
+from hlsm.grpo import GRPO, GRPOConfig, combined_rewards, load_init  # noqa: E402
+from hlsm.model import HLSM  # noqa: E402
+from hlsm.text import Tokenizer  # noqa: E402
+
+REWARDS = {"answer": 1.0, "structure": 0.5}
+SPLIT = {"factory": "compositional", "depth": 2, "routings": ["chain"], "deeper": [], "input_len": [3, 5],
+         "skills": ["reverse", "rotate_left", "shift_up", "swap_pairs"]}
+
+
+def sft_policy(args) -> Path:
+    """The starting policy: ``--init``, else a brief label-smoothed SFT run (cached under /tmp)."""
+    if args.init:
+        return Path(args.init)
+    from hlsm.sft import SFTConfig, train
+
+    out = Path(f"/tmp/bench_grpo_sft_{args.preset}_{args.sft_steps}")
+    if not (out / "policy.pt").exists():
+        cfg = SFTConfig.from_preset(
+            args.preset, split=SPLIT, train_supports={"sft": 1.0, "atoms": 0.5}, eval_supports=("seen",),
+            steps=args.sft_steps, lr=3e-3, label_smoothing=0.1, eval_every=0, eval_n=32, ckpt_every=0,
+            device="cpu",
+        )
+        train(cfg, out, resume=(out / "config.json").exists(), progress=False)
+    return out
+
+
+def ours(args, init: Path, n_steps: int) -> dict:
+    model, split, fmt, gran = load_init(init)
+    cfg = GRPOConfig(steps=n_steps, prompts_per_step=args.prompts, group_size=args.group, micro_batch_size=64,
+                     max_new_tokens=args.max_new, lr=1e-4, rewards=REWARDS, rl_support="rl_inside",
+                     loss_agg="seq_mean", device="cpu")
+    trainer = GRPO(cfg, model, split, fmt, gran)
+    steps = [trainer.step(k) for k in range(n_steps)][args.warmup :]
+    med = {key: statistics.median(m[key] for m in steps) for key in ("step_s", "rollout_s", "update_s")}
+    tokens = statistics.mean(m["completion_len"] for m in steps) * args.prompts * args.group
+    return {
+        **med,
+        "params": model.num_params(),
+        "completion_len": statistics.mean(m["completion_len"] for m in steps),
+        "zero_std": statistics.mean(m["zero_std_frac"] for m in steps),
+        "reward": statistics.mean(m["reward_mean"] for m in steps),
+        "rollout_tok_s": tokens / med["rollout_s"],
+    }
+
+
+def gpt2_copy(model):
+    """A transformers GPT-2 computing exactly our Policy's function (learned positions, no biases)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    pc, src, tok = model.config, model.state_dict(), Tokenizer()
+    if pc.pos != "learned":
+        raise ValueError(f"the GPT-2 twin needs learned positions, the policy has pos={pc.pos!r}")
+    gpt = GPT2LMHeadModel(GPT2Config(
+        vocab_size=pc.vocab_size, n_positions=pc.block_size, n_embd=pc.n_embd, n_layer=pc.n_layer,
+        n_head=pc.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, activation_function="gelu",
+        bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id, tie_word_embeddings=True,
+    ))
+    t = gpt.transformer
+    with torch.no_grad():
+        t.wte.weight.copy_(src["wte.weight"])
+        t.wpe.weight.copy_(src["wpe.weight"])
+        for i, h in enumerate(t.h):
+            for dst, name in ((h.ln_1, "ln_1"), (h.ln_2, "ln_2")):
+                dst.weight.copy_(src[f"blocks.{i}.{name}.weight"])
+            for dst, name in ((h.attn.c_attn, "attn.c_attn"), (h.attn.c_proj, "attn.c_proj"),
+                              (h.mlp.c_fc, "mlp.c_fc"), (h.mlp.c_proj, "mlp.c_proj")):
+                dst.weight.copy_(src[f"blocks.{i}.{name}.weight"].T)  # GPT-2's Conv1D stores (in, out)
+        t.ln_f.weight.copy_(src["ln_f.weight"])
+        for name, p in gpt.named_parameters():
+            if name.endswith(".bias"):
+                p.zero_()
+    x = torch.randint(3, pc.vocab_size, (2, 16))
+    assert torch.equal(gpt.eval()(x).logits, model.eval()(x)), "the GPT-2 twin computes another function"
+    return gpt
+
+
+def hf_tokenizer():
+    """Our tokenizer as a transformers fast tokenizer (same ids, same splitting), built offline."""
+    from tokenizers import Regex, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer as RawTokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer()
+    raw = RawTokenizer(models.WordLevel(vocab=dict(tok.ids), unk_token="<pad>"))
+    raw.pre_tokenizer = pre_tokenizers.Split(Regex(r"R\d|S\d\d|."), behavior="isolated")
+    raw.decoder = decoders.Fuse()
+    hf = PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="<pad>", bos_token="<bos>",
+                                 eos_token="<eos>")
+    hf.padding_side = "left"
+    sample = "abc|R0S01 R3S12>"
+    assert hf("<bos>" + sample)["input_ids"] == tok.encode(sample, bos=True), "tokenizers disagree"
+    return hf
+
+
+def theirs(args, init: Path, n_steps: int) -> dict:
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig as TRLConfig
+    from trl import GRPOTrainer
+
+    model, _ = load_policy(init)
+    _, split, fmt, _ = load_init(init)
+    gpt = gpt2_copy(model)
+    stream = HLSM(support=split.support("rl_inside"), seed=0, fmt=fmt, stream="rl")
+    examples = stream.sample(args.prompts * n_steps)  # the prompts our side draws, in the same order
+    data = Dataset.from_dict({"prompt": ["<bos>" + ex.prompt for ex in examples],
+                              "index": list(range(len(examples)))})
+
+    def reward(prompts, completions, index, **_):
+        return combined_rewards([examples[i] for i in index], completions, REWARDS)[0].tolist()
+
+    times, records = [], []
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, *a, **k):
+            times.append(-time.perf_counter())
+
+        def on_step_end(self, *a, **k):
+            times[-1] += time.perf_counter()
+
+        def on_log(self, *a, logs=None, **k):
+            records.append(dict(logs or {}))
+
+    cfg = TRLConfig(
+        output_dir=args.out, per_device_train_batch_size=args.prompts * args.group,
+        num_generations=args.group, max_completion_length=args.max_new, temperature=1.0, top_k=0, top_p=1.0,
+        learning_rate=1e-4, beta=0.0,
+        num_iterations=1, loss_type="grpo", max_steps=n_steps, logging_steps=1, report_to=[], use_cpu=True,
+        bf16=False, gradient_checkpointing=False, save_strategy="no", shuffle_dataset=False,
+        dataloader_num_workers=0, disable_tqdm=True, seed=0,
+    )
+    trainer = GRPOTrainer(model=gpt, reward_funcs=reward, args=cfg, train_dataset=data,
+                          processing_class=hf_tokenizer(), callbacks=[Clock()])
+    rollout, inner = [], trainer._generate_and_score_completions
+
+    def timed(*a, **k):  # sampling + rewards + advantages, as on our side
+        t = time.perf_counter()
+        out = inner(*a, **k)
+        rollout.append(time.perf_counter() - t)
+        return out
+
+    trainer._generate_and_score_completions = timed
+    trainer.train()
+    steps = [x for x in records if "completions/mean_length" in x][args.warmup :]
+    length = statistics.mean(float(x["completions/mean_length"]) for x in steps)
+    med = {"step_s": statistics.median(times[args.warmup :]),
+           "rollout_s": statistics.median(rollout[args.warmup :])}
+    return {
+        **med,
+        "update_s": med["step_s"] - med["rollout_s"],
+        "params": sum(p.numel() for p in gpt.parameters()),
+        "completion_len": length,
+        "zero_std": statistics.mean(float(x["frac_reward_zero_std"]) for x in steps),
+        "reward": statistics.mean(float(x["reward"]) for x in steps),
+        "rollout_tok_s": length * args.prompts * args.group / med["rollout_s"],
+    }
+
+
+def line(name: str, r: dict, args) -> str:
+    tok_s = r["completion_len"] * args.prompts * args.group / r["step_s"]
+    return (f"  {name:<12} {r['params'] / 1e6:.2f}M params | step {r['step_s']:.3f}s = rollout "
+            f"{r['rollout_s']:.3f}s + update {r['update_s']:.3f}s | rollout {r['rollout_tok_s']:,.0f} tok/s, "
+            f"step {tok_s:,.0f} tok/s | len {r['completion_len']:.1f} reward {r['reward']:.3f} "
+            f"zero_std {r['zero_std']:.2f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", default="cpu", help="policy size (hlsm.policy.PRESETS) of the brief SFT run")
+    ap.add_argument("--init", default="", help="an SFT run directory to start from instead")
+    ap.add_argument("--sft-steps", type=int, default=400)
+    ap.add_argument("--prompts", type=int, default=32, help="P: prompts per step")
+    ap.add_argument("--group", type=int, default=8, help="G: completions per prompt")
+    ap.add_argument("--max-new", type=int, default=48, help="completion length cap")
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per side")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default="/tmp/bench_trl_grpo", help="TRL's output_dir (nothing is saved)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    init = sft_policy(args)
+    n = args.warmup + args.steps
+    print(f"GRPO step from {init}: P={args.prompts} prompts x G={args.group}, <= {args.max_new} new tokens, "
+          f"{args.threads} threads, median of {args.steps} steps after {args.warmup} warm-up, "
+          f"torch {torch.__version__}")
+    a = ours(args, init, n)
+    print(line("hlsm.grpo", a, args), flush=True)
+    import trl
+
+    b = theirs(args, init, n)
+    print(line(f"TRL {trl.__version__}", b, args))
+    ratio = {k: b[k] / a[k] for k in ("step_s", "rollout_s", "update_s")}
+    print(f"  speed-up, TRL / hlsm.grpo: step {ratio['step_s']:.1f}x, rollout {ratio['rollout_s']:.1f}x, "
+          f"update {ratio['update_s']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

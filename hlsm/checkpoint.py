@@ -1,0 +1,237 @@
+"""Run directories: provenance, metrics, atomic checkpoints, resume.
+
+A run directory holds
+
+    config.json       the full run config, plus provenance: git hash (and whether the tree was
+                      dirty), seed, torch version, host, start time
+    metrics.jsonl     one JSON object per logged step or eval ({"step": k, ...})
+    checkpoint.pt     the latest full training state: model, optimizer, RNG states, step
+    policy.pt         the final model alone (weights + model config), what GRPO / eval load
+
+Checkpoints are written atomically (temp file in the same directory, fsync, rename, fsync the
+directory): a kill at any moment leaves either the old or the new checkpoint, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CONFIG, METRICS, CHECKPOINT, POLICY = "config.json", "metrics.jsonl", "checkpoint.pt", "policy.pt"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or inf; the run stopped before applying that step."""
+
+    def __init__(self, step: int, value: float, last_good: Path | None):
+        self.step, self.value, self.last_good = step, value, last_good
+        where = f"last good checkpoint: {last_good}" if last_good else "no checkpoint was written yet"
+        super().__init__(f"loss is {value} at step {step}; run stopped ({where})")
+
+
+def git_info(path: str | Path | None = None) -> dict:
+    """{"git_hash": HEAD or None, "git_dirty": bool or None} of the repository holding ``path``."""
+    cwd = Path(path or Path(__file__).parent)
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd, capture_output=True, text=True, timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return {"git_hash": None, "git_dirty": None}
+    if head.returncode:
+        return {"git_hash": None, "git_dirty": None}
+    return {"git_hash": head.stdout.strip(), "git_dirty": bool(dirty.stdout.strip())}
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, write) -> None:
+    """Call ``write(f)`` on a temp file next to ``path``, fsync it, then rename it over ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_dir(path.parent)
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """torch.save ``state`` to ``path`` atomically."""
+    atomic_write_bytes(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+# --- RNG state ------------------------------------------------------------------------------
+
+
+def rng_state() -> dict:
+    """Every global RNG a training step may draw from: Python, numpy, torch CPU and CUDA."""
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore ``rng_state()`` (its tensors may have been loaded onto a GPU: moved back to CPU)."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# --- run directory --------------------------------------------------------------------------
+
+
+def init_run(out: str | Path, config: dict, resume: bool = False, ignore: tuple[str, ...] = ()) -> Path:
+    """Create (or, with ``resume``, reopen) a run directory and write config.json with provenance.
+
+    A fresh run refuses a directory that already holds a run. A resumed run checks that its
+    config equals the stored one, except for the keys in ``ignore`` (e.g. device, eval cadence).
+    """
+    out = Path(out)
+    path = out / CONFIG
+    if path.exists():
+        if not resume:
+            raise FileExistsError(f"{out} already holds a run; pass resume=True or choose another --out")
+        stored = json.loads(path.read_text())["config"]
+        new = json.loads(json.dumps(config))
+        diff = sorted(k for k in set(stored) | set(new) if k not in ignore and stored.get(k) != new.get(k))
+        if diff:
+            raise ValueError(
+                f"cannot resume {out}: config differs in {diff} "
+                f"(stored {[stored.get(k) for k in diff]}, given {[new.get(k) for k in diff]})"
+            )
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    record = {
+        "config": config,
+        "seed": config.get("seed"),
+        **git_info(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    text = json.dumps(record, indent=1, default=str) + "\n"
+    atomic_write_bytes(path, lambda f: f.write(text.encode()))
+    return out
+
+
+def read_config(run: str | Path) -> dict:
+    """The config a run was started with (config.json's "config")."""
+    return json.loads((Path(run) / CONFIG).read_text())["config"]
+
+
+class MetricsLog:
+    """Appends one JSON line per record to ``metrics.jsonl``.
+
+    ``truncate(step)`` drops records after ``step`` (a resumed run re-logs them), so the log of a
+    resumed run equals that of an uninterrupted one.
+    """
+
+    def __init__(self, run: str | Path, enabled: bool = True):
+        self.path = Path(run) / METRICS
+        self.enabled = enabled
+
+    def log(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record, default=float) + "\n")
+
+    def truncate(self, step: int) -> None:
+        if not self.enabled or not self.path.exists():
+            return
+        lines = self.path.read_text().splitlines()
+        keep = [line for line in lines if json.loads(line).get("step", 0) <= step]
+        text = "".join(line + "\n" for line in keep)
+        atomic_write_bytes(self.path, lambda f: f.write(text.encode()))
+
+    def read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines()]
+
+
+def read_metrics(run: str | Path) -> list[dict]:
+    return MetricsLog(run).read()
+
+
+def latest_checkpoint(run: str | Path) -> Path | None:
+    path = Path(run) / CHECKPOINT
+    return path if path.exists() else None
+
+
+def save_policy(run: str | Path, model, extra: dict | None = None) -> Path:
+    """Write the model alone (weights + model config) to ``run/policy.pt`` atomically."""
+    from hlsm.policy import _base
+
+    base = _base(model)
+    path = Path(run) / POLICY
+    payload = {"model": base.state_dict(), "model_config": base.config.to_dict(), **(extra or {})}
+    save_checkpoint(path, payload)
+    return path
+
+
+def load_policy(source: str | Path, device="cpu"):
+    """A Policy from a run directory (policy.pt, else checkpoint.pt) or a .pt file; eval mode.
+
+    Returns (model, payload): payload is the loaded dict without the weights (step, config, ...).
+    """
+    from hlsm.policy import Policy, PolicyConfig
+
+    source = Path(source)
+    if source.is_dir():
+        for name in (POLICY, CHECKPOINT):
+            if (source / name).exists():
+                source = source / name
+                break
+        else:
+            raise FileNotFoundError(f"{source} holds neither {POLICY} nor {CHECKPOINT}")
+    payload = load_checkpoint(source, map_location="cpu")
+    model = Policy(PolicyConfig(**payload["model_config"]))
+    model.load_state_dict(payload["model"])
+    model.to(device).eval()
+    return model, {k: v for k, v in payload.items() if k not in ("model", "optimizer", "rng")}

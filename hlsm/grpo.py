@@ -1,0 +1,764 @@
+"""GRPO on the HLSM: group-relative policy optimization from an SFT checkpoint.
+
+Each step draws P prompts from an RL support (step k uses stream items [k*P, (k+1)*P)), samples G
+completions per prompt at the sampling temperature, scores them with named, weighted rewards from
+``hlsm.text.REWARDS``, turns rewards into group-relative advantages and takes ``epochs x
+minibatches`` clipped policy-gradient updates, with an optional k3 KL to a frozen reference and an
+optional replay NLL term on labelled SFT data.
+
+The math is a set of small pure functions (each tested on hand-computed values):
+
+    compute_group_advantages(rewards, G, scale_std)      (r - group mean) [/ (group std + eps)]
+    masked_mean(x, mask, dim) / aggregate_loss(...)      seq_mean | token_mean | constant (Dr. GRPO)
+    clipped_policy_loss(logp, old_logp, adv, lo, hi)     -min(r A, clip(r, 1-lo, 1+hi) A), clip stats
+    k3_kl(logp, ref_logp)                                exp(ref - logp) - (ref - logp) - 1
+    combined_rewards(examples, texts, weights)           sum_k w_k R_k, plus each R_k
+
+The trainer (``GRPO``, ``train``) keeps dropout off, caches old log-probs (no grad, sampling
+temperature) only when a rollout gets more than one update, loads a frozen reference only when
+beta > 0, and back-propagates only what has a gradient: each micro-batch is cut to its longest
+completion, and (without KL) rows of zero advantage are left out while the loss aggregation still
+counts them. Step k's randomness is a pure function of (seed, k, rank): resuming from a checkpoint
+(weights + optimizer) is bit-identical on CPU. A NaN/inf loss stops the run before the update
+(``NonFiniteLossError`` names the step and the last good checkpoint).
+
+CLI: ``python -m hlsm.grpo --init runs/sft --out runs/grpo [--preset cpu] [--steps N] ...``
+(every ``GRPOConfig`` field is a flag; dicts and tuples as JSON; ``--resume`` continues a run);
+under ``torchrun`` it runs data-parallel (DDP, gloo on CPU), each rank sampling P / world prompts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from hlsm.checkpoint import (
+    CHECKPOINT,
+    CONFIG,
+    MetricsLog,
+    NonFiniteLossError,
+    init_run,
+    latest_checkpoint,
+    load_checkpoint,
+    load_policy,
+    read_config,
+    save_checkpoint,
+    save_policy,
+)
+from hlsm.distributed import (
+    DistInfo,
+    all_reduce_sum,
+    barrier,
+    cleanup,
+    init_distributed,
+    shard,
+    wrap_ddp,
+)
+from hlsm.model import HLSM
+from hlsm.policy import Generation, completion_logprobs, generate
+from hlsm.rng import stream_key
+from hlsm.text import Tokenizer
+
+LOSS_AGGREGATIONS = ("seq_mean", "token_mean", "constant")
+
+
+# --- the math -------------------------------------------------------------------------------
+
+
+def compute_group_advantages(
+    rewards: torch.Tensor, group_size: int, scale_std: bool = True, eps: float = 1e-6
+) -> torch.Tensor:
+    """Group-relative advantages of ``rewards`` (B,), laid out as B/G consecutive groups of G.
+
+    A_i = r_i - mean(group), divided by (std(group) + eps) when ``scale_std`` (unbiased std, as in
+    DeepSeekMath and TRL). A group whose rewards are all tied gets A = 0 exactly, never NaN.
+    """
+    if rewards.dim() != 1 or rewards.numel() % group_size:
+        raise ValueError(
+            f"rewards must be 1-D with a multiple of G={group_size} entries, got {tuple(rewards.shape)}"
+        )
+    r = rewards.float().view(-1, group_size)
+    adv = r - r.mean(dim=1, keepdim=True)
+    if scale_std:
+        adv = adv / (r.std(dim=1, keepdim=True) + eps)
+    return adv.reshape(-1)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Mean of ``x`` over the entries where ``mask`` is true (along ``dim``, or all of them).
+
+    An all-masked row (or tensor) gives 0, not NaN.
+    """
+    m = mask.to(x.dtype)
+    total = (x * m).sum() if dim is None else (x * m).sum(dim)
+    count = m.sum() if dim is None else m.sum(dim)
+    return total / count.clamp(min=1)
+
+
+def aggregate_loss(
+    per_token: torch.Tensor, mask: torch.Tensor, mode: str, max_len: int | None = None
+) -> torch.Tensor:
+    """Reduce a (B, T) per-token loss over the completion tokens ``mask`` to a scalar.
+
+    ``seq_mean``: mean over sequences of each sequence's token mean (GRPO as published: short
+    sequences weigh more per token). ``token_mean``: sum over all tokens / number of tokens (DAPO).
+    ``constant``: sum over all tokens / (B * max_len) (Dr. GRPO: no length normalization).
+    """
+    if mode == "seq_mean":
+        return masked_mean(per_token, mask, dim=1).mean()
+    if mode == "token_mean":
+        return masked_mean(per_token, mask)
+    if mode == "constant":
+        if not max_len:
+            raise ValueError("loss_agg='constant' needs max_len (the maximum completion length)")
+        return (per_token * mask.to(per_token.dtype)).sum() / (per_token.shape[0] * max_len)
+    raise ValueError(f"unknown loss aggregation {mode!r}; allowed: {', '.join(LOSS_AGGREGATIONS)}")
+
+
+def clipped_policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    eps_low: float,
+    eps_high: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Per-token PPO/GRPO clipped surrogate loss, -min(r A, clip(r, 1 - eps_low, 1 + eps_high) A).
+
+    ``logprobs``/``old_logprobs`` are (B, T) log-probs of the sampled tokens under the current and
+    the sampling policy; ``advantages`` is (B,) (one per sequence) or (B, T). Returns the (B, T)
+    loss and metadata: ``ratio`` (B, T), and boolean (B, T) masks ``clip_low`` / ``clip_high`` of
+    the tokens where the clip is active (r < 1 - eps_low with A < 0, r > 1 + eps_high with A > 0),
+    i.e. where the token gets no gradient.
+    """
+    adv = advantages.unsqueeze(-1) if advantages.dim() == 1 else advantages
+    ratio = torch.exp(logprobs - old_logprobs)
+    clipped = ratio.clamp(1.0 - eps_low, 1.0 + eps_high)
+    loss = -torch.minimum(ratio * adv, clipped * adv)
+    with torch.no_grad():
+        meta = {
+            "ratio": ratio.detach(),
+            "clip_low": (ratio < 1.0 - eps_low) & (adv < 0),
+            "clip_high": (ratio > 1.0 + eps_high) & (adv > 0),
+        }
+    return loss, meta
+
+
+def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimator of KL(pi || ref) on tokens sampled from pi (Schulman 2020).
+
+    exp(ref - logp) - (ref - logp) - 1: unbiased, always >= 0, exactly 0 where the two agree.
+    """
+    d = ref_logprobs - logprobs
+    return torch.exp(d) - d - 1.0
+
+
+def combined_rewards(examples, completions, weights: dict[str, float], rewards: dict | None = None):
+    """Score each completion text against its example with named, weighted reward functions.
+
+    ``weights`` maps names in ``rewards`` (default ``hlsm.text.REWARDS``) to weights. Returns
+    (total (B,) float tensor = sum_k w_k R_k, {name: (B,) tensor of R_k}).
+    """
+    from hlsm.text import REWARDS
+
+    table = REWARDS if rewards is None else rewards
+    for name in weights:
+        if name not in table:
+            raise ValueError(f"unknown reward {name!r}; allowed: {', '.join(sorted(table))}")
+    if len(examples) != len(completions):
+        raise ValueError(f"{len(examples)} examples but {len(completions)} completions")
+    per = {
+        name: torch.tensor([float(table[name](ex, c)) for ex, c in zip(examples, completions)])
+        for name in weights
+    }
+    total = torch.zeros(len(completions))
+    for name, w in weights.items():
+        total += w * per[name]
+    return total, per
+
+
+# --- configuration --------------------------------------------------------------------------
+
+
+@dataclass
+class GRPOConfig:
+    """Every knob of a GRPO run; ``validate`` checks them all up front (ValueError naming the field)."""
+
+    init: str = ""  # SFT run directory to start from (policy weights, model config, split, format)
+    split: dict | None = None  # a hlsm.sft.make_split spec; None: the init run's split
+    seed: int = 0  # seeds the RL prompt stream, the sampling generators and the replay stream
+    steps: int = 200  # RL steps; step k draws RL prompts [k*P, (k+1)*P) and samples G each
+    prompts_per_step: int = 16  # P: prompts per step, all ranks together (divisible by world size)
+    group_size: int = 8  # G: completions sampled per prompt (>= 2: advantages are group-relative)
+    rollout_batch_size: int | None = None  # completions per step; optional cross-check, must be P * G
+    micro_batch_size: int = 64  # completions per forward/backward (gradient accumulation inside an update)
+    epochs: int = 1  # passes over each rollout batch
+    minibatches: int = 1  # optimizer updates per pass; the rollout batch is cut into this many
+    lr: float = 1e-4  # AdamW learning rate (constant after warmup)
+    warmup_steps: int = 0  # linear learning-rate warmup, in optimizer updates
+    weight_decay: float = 0.0  # AdamW weight decay
+    grad_clip: float = 1.0  # max global grad norm per update (0: no clipping; the norm is logged anyway)
+    temperature: float = 1.0  # sampling temperature; old/ref log-probs and ratios are taken at it too
+    top_k: int = 0  # sample from the top k tokens only (0: the full distribution)
+    max_new_tokens: int = 0  # completion length cap (0: the policy's context minus the longest prompt)
+    scale_std: bool = True  # divide group-centred rewards by the group std (off: Dr. GRPO)
+    loss_agg: str = "seq_mean"  # seq_mean | token_mean | constant (Dr. GRPO: sum / max_new_tokens)
+    eps_low: float = 0.2  # clip ratios below 1 - eps_low (negative advantages)
+    eps_high: float = 0.2  # clip ratios above 1 + eps_high (positive advantages; DAPO: 0.28)
+    beta: float = 0.0  # weight of the k3 KL to the frozen initial policy; 0 loads no reference at all
+    rewards: dict = field(default_factory=lambda: {"answer": 1.0})  # name in hlsm.text.REWARDS -> weight
+    rl_support: str = "rl"  # the split's training support the RL prompts come from
+    replay_fraction: float = 0.0  # labelled SFT sequences per step, as a fraction of P (NLL term)
+    replay_support: str = "sft"  # the split's training support replay sequences come from
+    replay_coef: float = 1.0  # weight of the replay NLL term in the loss
+    eval_supports: tuple = ("seen", "rl_prompts", "unseen")  # the split's eval supports to score
+    eval_every: int = 50  # evaluate every this many steps (and at the end); 0: only at the end
+    eval_n: int = 256  # items per eval support (greedy decoding, exact-answer accuracy)
+    ckpt_every: int = 50  # checkpoint every this many steps (and at the end)
+    log_every: int = 1  # write metrics.jsonl every this many steps
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> GRPOConfig:
+        if name not in GRPO_PRESETS:
+            raise ValueError(f"GRPOConfig preset: unknown {name!r}; allowed: {', '.join(GRPO_PRESETS)}")
+        return cls(**{**GRPO_PRESETS[name], **overrides})
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+    def check_split(self, split) -> None:
+        """The named supports exist in ``split`` and hold examples (ValueError naming the field)."""
+        names = [("rl_support", self.rl_support)] + [("eval_supports", n) for n in self.eval_supports]
+        if self.replay_fraction > 0:
+            names.append(("replay_support", self.replay_support))
+        for field_name, name in names:
+            _stream(split, name, field_name, self.seed, "values", 1, "check")
+
+    def validate(self) -> GRPOConfig:
+        from hlsm.text import REWARDS
+
+        def bad(name, why):
+            raise ValueError(f"GRPOConfig.{name}: {why}, got {getattr(self, name)!r}")
+
+        for name in ("steps", "prompts_per_step", "micro_batch_size", "epochs", "minibatches", "eval_n"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                bad(name, "must be an integer >= 1")
+        if not isinstance(self.group_size, int) or self.group_size < 2:
+            bad("group_size", "must be an integer >= 2 (advantages are relative to the group)")
+        n = self.prompts_per_step * self.group_size
+        if self.rollout_batch_size is not None and self.rollout_batch_size != n:
+            bad("rollout_batch_size", f"must equal prompts_per_step * group_size = {n}")
+        if n % self.minibatches:
+            bad("minibatches", f"must divide the rollout batch of P * G = {n} completions")
+        for name in ("warmup_steps", "eval_every", "ckpt_every", "max_new_tokens", "top_k"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                bad(name, "must be an integer >= 0")
+        if self.log_every < 1:
+            bad("log_every", "must be >= 1")
+        for name in ("lr", "weight_decay", "grad_clip", "beta", "eps_low", "eps_high", "replay_coef"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                bad(name, "must be a finite number >= 0")
+        if self.lr == 0:
+            bad("lr", "must be > 0")
+        if self.eps_low >= 1:
+            bad("eps_low", "must be < 1 (the lower clip bound is 1 - eps_low)")
+        if not self.temperature > 0:
+            bad("temperature", "must be > 0")
+        if not 0 <= self.replay_fraction <= 16:
+            bad("replay_fraction", "must be in [0, 16]")
+        if self.loss_agg not in LOSS_AGGREGATIONS:
+            bad("loss_agg", f"must be one of {', '.join(LOSS_AGGREGATIONS)}")
+        if not isinstance(self.rewards, dict) or not self.rewards:
+            bad("rewards", "must be a non-empty dict {reward name: weight}")
+        for name, w in self.rewards.items():
+            if name not in REWARDS:
+                bad("rewards", f"unknown reward {name!r} (allowed: {', '.join(sorted(REWARDS))})")
+            if not isinstance(w, (int, float)) or not math.isfinite(w):
+                bad("rewards", f"weight of {name!r} must be a finite number")
+        return self
+
+
+# --- the trainer ----------------------------------------------------------------------------
+
+
+def _stream(split, name: str, field_name: str, seed: int, fmt: str, granularity: int, stream: str) -> HLSM:
+    """The HLSM stream over split support ``name``; an unusable one is a ValueError naming the field."""
+    try:
+        return HLSM(support=split.support(name), seed=seed, fmt=fmt, granularity=granularity, stream=stream)
+    except ValueError as e:
+        raise ValueError(f"GRPOConfig.{field_name}={name!r}: {e}") from None
+
+
+def _right_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([r + [pad_id] * (width - len(r)) for r in rows], dtype=torch.long)
+    return ids, torch.arange(width)[None, :] < torch.tensor([len(r) for r in rows])[:, None]
+
+
+SUMMED = ("clip_low", "clip_high", "kl", "tokens", "logp_mismatch", "first_tokens", "trained")
+STATS = (*SUMMED, "loss", "grad_norm", "replay_nll", "ratio_dev")
+
+
+@dataclass
+class Rollout:
+    """One step's sampled completions on this rank; row n belongs to prompt n // G."""
+
+    prompts: list  # per row: its prompt's token ids
+    gen: Generation  # the B * G completions (ids, mask, sampler log-probs, lengths, texts)
+    reward: torch.Tensor  # (B * G,) combined reward
+    per: dict  # reward name -> (B * G,) values
+    adv: torch.Tensor  # (B * G,) group-relative advantages
+
+
+class GRPO:
+    """One GRPO run's state: the policy (DDP-wrapped under torchrun), optimizer, reference, streams.
+
+    ``GRPO(cfg, model, split).step(k)`` runs RL step k (rollout, rewards, advantages, updates) and
+    returns its metrics. Every random draw of step k is a pure function of (seed, k, rank) and dropout
+    is off, so the state to resume from is the model and the optimizer alone.
+    """
+
+    def __init__(self, cfg: GRPOConfig, model, split, fmt: str = "values", granularity: int = 1,
+                 dist: DistInfo | None = None, tokenizer: Tokenizer | None = None):
+        self.cfg = cfg.validate()
+        self.dist = dist or DistInfo()
+        self.tok = tokenizer or Tokenizer()
+        self.split, self.fmt, self.granularity = split, fmt, granularity
+        world = self.dist.world_size
+        if cfg.prompts_per_step % world:
+            raise ValueError(
+                f"GRPOConfig.prompts_per_step={cfg.prompts_per_step} must divide over {world} ranks"
+            )
+        self.lo, self.hi = shard(cfg.prompts_per_step, self.dist)
+        self.n = (self.hi - self.lo) * cfg.group_size  # completions per step on this rank
+        if self.n % cfg.minibatches:
+            raise ValueError(
+                f"GRPOConfig.minibatches={cfg.minibatches} must divide the {self.n} completions per rank"
+            )
+        self.rl = _stream(split, cfg.rl_support, "rl_support", cfg.seed, fmt, granularity, "rl")
+        self.n_replay = round(cfg.replay_fraction * (self.hi - self.lo))
+        self.replay = None
+        if self.n_replay:
+            self.replay = _stream(
+                split, cfg.replay_support, "replay_support", cfg.seed, fmt, granularity, "replay"
+            )
+        # dropout stays off during RL (as TRL's disable_dropout): the ratio of one pass is exactly 1,
+        # and no global RNG is drawn from, so a step is a pure function of (weights, optimizer, k)
+        self.model = model.to(self.dist.device).eval()
+        self.ddp = wrap_ddp(self.model, self.dist)
+        self.ref = copy.deepcopy(self.model).eval().requires_grad_(False) if cfg.beta > 0 else None
+        self.opt = self.model.configure_optimizer(cfg.lr, cfg.weight_decay)
+        sup = self.rl.support
+        longest_prompt = max(sup.input_len) + 3 * max(sup.depths) + 2  # <bos> x | R S (space R S)* >
+        block = self.model.config.block_size
+        self.max_new = cfg.max_new_tokens or block - longest_prompt
+        if self.max_new < 1 or longest_prompt + self.max_new > block:
+            raise ValueError(
+                f"GRPOConfig.max_new_tokens={cfg.max_new_tokens}: prompts of up to {longest_prompt} tokens "
+                f"plus completions must fit the policy's block_size={block}"
+            )
+
+    # --- state --------------------------------------------------------------------------------
+
+    def state_dict(self, step: int) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "model_config": self.model.config.to_dict(),
+            "optimizer": self.opt.state_dict(),
+            "step": step,
+            "config": self.cfg.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> int:
+        """Restore model and optimizer; returns the number of steps already done."""
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        return int(state["step"])
+
+    # --- one step -----------------------------------------------------------------------------
+
+    def generator(self, k: int) -> torch.Generator:
+        """The sampling generator of step k on this rank: a pure function of (seed, k, rank)."""
+        key = stream_key(self.cfg.seed, "grpo-sample", k, self.dist.rank) & (2**63 - 1)
+        return torch.Generator().manual_seed(key)
+
+    def rollout(self, k: int) -> Rollout:
+        """Step k's prompts, G sampled completions each, their rewards and advantages."""
+        cfg, tok = self.cfg, self.tok
+        examples = self.rl.sample(self.hi - self.lo, start=k * cfg.prompts_per_step + self.lo)
+        prompts = [tok.encode(ex.prompt, bos=True) for ex in examples]
+        gen = generate(
+            self.model, prompts, self.max_new, cfg.temperature, cfg.top_k or None, tok.eos_id, tok.pad_id,
+            cfg.group_size, self.generator(k), tok,
+        )
+        group_ex = [ex for ex in examples for _ in range(cfg.group_size)]
+        reward, per = combined_rewards(group_ex, gen.texts, cfg.rewards)
+        adv = compute_group_advantages(reward, cfg.group_size, cfg.scale_std).to(self.dist.device)
+        return Rollout([prompts[i // cfg.group_size] for i in range(self.n)], gen, reward, per, adv)
+
+    def _replay_batch(self, k: int):
+        if not self.replay:
+            return None
+        start = (k * self.dist.world_size + self.dist.rank) * self.n_replay
+        exs = self.replay.sample(self.n_replay, start=start)
+        ids, mask = _right_pad([self.tok.encode(ex.completion, eos=True) for ex in exs], self.tok.pad_id)
+        dev = self.dist.device
+        return [self.tok.encode(ex.prompt, bos=True) for ex in exs], ids.to(dev), mask.to(dev)
+
+    def _lr(self, update: int) -> float:
+        w = self.cfg.warmup_steps
+        return self.cfg.lr * min(1.0, (update + 1) / w) if w else self.cfg.lr
+
+    def plan(self, adv: torch.Tensor, lengths: torch.Tensor) -> list[list[torch.Tensor]]:
+        """Row indices of each minibatch's micro-batches, rows sorted by completion length.
+
+        Each micro-batch is later cut to its longest row, so short completions carry little padding.
+        Without a KL term a zero-advantage row has exactly zero gradient (-min(r 0, clip(r) 0) = 0)
+        and is left out; the loss aggregation still counts it, so the update is unchanged. A
+        minibatch keeps at least one row: every rank must take part in DDP's gradient all-reduce.
+        """
+        mb = self.n // self.cfg.minibatches
+        out = []
+        for j in range(self.cfg.minibatches):
+            rows = torch.arange(j * mb, (j + 1) * mb, device=adv.device)
+            if self.ref is None:
+                live = rows[adv[rows] != 0]
+                rows = live if len(live) else rows[:1]
+            rows = rows[torch.argsort(lengths[rows], stable=True)]
+            out.append(list(rows.split(self.cfg.micro_batch_size)))
+        return out
+
+    def step(self, k: int) -> dict:
+        """RL step k (0-based): rollout, then epochs x minibatches updates. Returns global metrics."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        ro = self.rollout(k)
+        t1 = time.perf_counter()
+        plan = self.plan(ro.adv, ro.gen.lengths)
+        # old log-probs matter only when the policy moves between updates of one rollout; they are
+        # computed on the same micro-batches as the updates, so the first update's ratio is exactly 1
+        updates = cfg.epochs * cfg.minibatches
+        with torch.no_grad():
+            old = self._cached(self.model, ro, plan) if updates > 1 else None
+            ref = self._cached(self.ref, ro, plan) if self.ref else None
+        replay = self._replay_batch(k)
+        stats = dict.fromkeys(STATS, 0.0)
+        for u in range(updates):
+            lr = self._lr(k * updates + u)
+            j = u % cfg.minibatches
+            self._update(k, u, ro, plan[j], old and old[j], ref and ref[j], replay, lr, stats)
+        t2 = time.perf_counter()
+        return self._metrics(k, ro, stats, lr, t1 - t0, t2 - t1)
+
+    def logprobs(self, model, ro: Rollout, rows: torch.Tensor):
+        """(log-probs, mask) of rollout rows ``rows``, cut to their longest completion."""
+        width = int(ro.gen.lengths[rows].max())
+        ids, mask = ro.gen.ids[rows, :width], ro.gen.mask[rows, :width]
+        prompts = [ro.prompts[i] for i in rows.tolist()]
+        lp, _ = completion_logprobs(model, prompts, ids, mask, self.cfg.temperature, False, self.tok.pad_id)
+        return lp, mask
+
+    def _cached(self, model, ro: Rollout, plan) -> list[list[torch.Tensor]]:
+        return [[self.logprobs(model, ro, rows)[0] for rows in micro] for micro in plan]
+
+    def _update(self, k, u, ro: Rollout, micro, old, ref, replay, lr: float, stats: dict) -> None:
+        """Optimizer update u of step k over one minibatch (its micro-batches ``micro``)."""
+        cfg = self.cfg
+        mb = self.n // cfg.minibatches
+        j = u % cfg.minibatches
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        self.opt.zero_grad(set_to_none=True)
+        local_tok = ro.gen.mask[j * mb : (j + 1) * mb].sum()
+        stats["tokens"] += local_tok.item()
+        # DDP averages gradients over ranks: token_mean divides by the global token count
+        n_tok = all_reduce_sum(local_tok, self.dist).clamp(min=1) / self.dist.world_size
+        loss_total = self._replay_backward(replay, stats, cfg.epochs * cfg.minibatches)
+        for i, rows in enumerate(micro):
+            with self._no_sync(i < len(micro) - 1):
+                lp, m = self.logprobs(self.ddp, ro, rows)
+                per_tok, meta = clipped_policy_loss(
+                    lp, old[i] if old else lp.detach(), ro.adv[rows], cfg.eps_low, cfg.eps_high
+                )
+                if ref is not None:
+                    kl = k3_kl(lp, ref[i])
+                    per_tok = per_tok + cfg.beta * kl
+                    stats["kl"] += (kl.detach() * m).sum().item()
+                share = m.sum() / n_tok if cfg.loss_agg == "token_mean" else len(rows) / mb
+                loss = aggregate_loss(per_tok, m, cfg.loss_agg, self.max_new) * share
+                loss.backward()
+            loss_total += loss.item()
+            stats["clip_low"] += (meta["clip_low"] & m).sum().item()
+            stats["clip_high"] += (meta["clip_high"] & m).sum().item()
+            stats["trained"] += m.sum().item() if u < cfg.minibatches else 0.0
+            if u == 0:
+                stats["first_tokens"] += m.sum().item()
+                stats["ratio_dev"] = max(stats["ratio_dev"], ((meta["ratio"] - 1).abs() * m).max().item())
+                sampled = ro.gen.logprobs[rows, : m.shape[1]]
+                stats["logp_mismatch"] += ((lp.detach() - sampled).abs() * m).sum().item()
+        gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip or float("inf"))
+        bad = torch.tensor(float(not math.isfinite(loss_total)), device=self.dist.device)
+        if all_reduce_sum(bad, self.dist).item() or not torch.isfinite(gn):
+            raise NonFiniteLossError(k + 1, loss_total if math.isfinite(loss_total) else float(gn), None)
+        self.opt.step()
+        stats["loss"] += loss_total / (cfg.epochs * cfg.minibatches)
+        stats["grad_norm"] += gn.item() / (cfg.epochs * cfg.minibatches)
+
+    def _replay_backward(self, replay, stats: dict, updates: int) -> float:
+        """Backward of the replay NLL term (gradients accumulate, not yet synced); its loss value."""
+        if replay is None:
+            return 0.0
+        prompts, ids, mask = replay
+        with self._no_sync(True):
+            lp, _ = completion_logprobs(self.ddp, prompts, ids, mask, 1.0, False, self.tok.pad_id)
+            nll = -masked_mean(lp, mask)
+            (self.cfg.replay_coef * nll).backward()
+        stats["replay_nll"] += nll.item() / updates
+        return self.cfg.replay_coef * nll.item()
+
+    def _no_sync(self, skip: bool):
+        return self.ddp.no_sync() if skip and self.dist.enabled else contextlib.nullcontext()
+
+    def _metrics(self, k, ro: Rollout, stats, lr, rollout_s, update_s) -> dict:
+        """Global (all-rank) means of the step's statistics."""
+        gen, reward, per = ro.gen, ro.reward, ro.per
+        groups = reward.view(-1, self.cfg.group_size)
+        local = {
+            "n": float(self.n),
+            "groups": float(groups.shape[0]),
+            "reward": reward.sum().item(),
+            "reward_sq": (reward**2).sum().item(),
+            "zero_std": (groups.max(1).values == groups.min(1).values).sum().item(),
+            "len": gen.lengths.sum().item(),
+            "truncated": (~gen.finished).sum().item(),
+            "neg_logp": -(gen.logprobs * gen.mask).sum().item(),
+            **{f"r/{name}": v.sum().item() for name, v in per.items()},
+            **{key: stats[key] for key in SUMMED},
+        }
+        vec = torch.tensor(list(local.values()), dtype=torch.float64, device=self.dist.device)
+        vec = all_reduce_sum(vec, self.dist)
+        tot = dict(zip(local, vec.tolist()))
+        n, tokens, first = tot["n"], max(tot["tokens"], 1.0), max(tot["first_tokens"], 1.0)
+        mean = tot["reward"] / n
+        out = {
+            "step": k + 1,
+            "reward_mean": mean,
+            "reward_std": math.sqrt(max(tot["reward_sq"] / n - mean**2, 0.0)),
+            **{f"reward/{name}": tot[f"r/{name}"] / n for name in per},
+            "zero_std_frac": tot["zero_std"] / tot["groups"],  # groups whose G rewards are all equal
+            "completion_len": tot["len"] / n,  # tokens, <eos> included
+            "truncated_frac": tot["truncated"] / n,  # completions cut at max_new_tokens
+            "entropy": tot["neg_logp"] / max(tot["len"], 1.0),  # Monte Carlo: mean -log p of sampled tokens
+            "clip_low": tot["clip_low"] / tokens,  # fraction of completion tokens, over all updates
+            "clip_high": tot["clip_high"] / tokens,
+            "ratio_dev_first": stats["ratio_dev"],  # max |ratio - 1| in the first update (rank 0): 0 exactly
+            "logp_mismatch": tot["logp_mismatch"] / first,  # mean |sampler - trainer log-prob|, first update
+            "trained_frac": tot["trained"] / max(tot["len"], 1.0),  # tokens back-propagated (advantage != 0)
+            "loss": stats["loss"],
+            "grad_norm": stats["grad_norm"],  # before clipping, mean over the step's updates
+            "lr": lr,
+            "rollout_s": rollout_s,
+            "update_s": update_s,
+            "step_s": rollout_s + update_s,
+            "tokens_per_s": tot["len"] / max(rollout_s, 1e-9),  # sampled tokens per second of rollout
+        }
+        if self.ref is not None:
+            out["kl"] = tot["kl"] / tokens
+        if self.replay is not None:
+            out["replay_nll"] = stats["replay_nll"]
+        return out
+
+
+@torch.no_grad()
+def sampled_reward(model, examples, rewards: dict[str, float], samples: int = 8, temperature: float = 1.0,
+                   seed: int = 0, max_new_tokens: int | None = None, batch_size: int = 64,
+                   tokenizer: Tokenizer | None = None) -> dict:
+    """Mean reward of ``samples`` sampled completions per example: what GRPO maximizes.
+
+    Returns {"reward": mean combined reward, "reward/<name>": mean of each reward function}.
+    """
+    tok = tokenizer or Tokenizer()
+    gen = torch.Generator().manual_seed(seed)
+    total, per, n = 0.0, dict.fromkeys(rewards, 0.0), 0
+    block = model.config.block_size
+    for lo in range(0, len(examples), batch_size):
+        chunk = examples[lo : lo + batch_size]
+        prompts = [tok.encode(ex.prompt, bos=True) for ex in chunk]
+        m = max_new_tokens or block - max(len(p) for p in prompts)
+        out = generate(model, prompts, m, temperature, None, tok.eos_id, tok.pad_id, samples, gen, tok)
+        r, parts = combined_rewards([ex for ex in chunk for _ in range(samples)], out.texts, rewards)
+        total, n = total + r.sum().item(), n + len(r)
+        for name, v in parts.items():
+            per[name] += v.sum().item()
+    return {"reward": total / n, **{f"reward/{k}": v / n for k, v in per.items()}}
+
+
+# --- a run ----------------------------------------------------------------------------------
+
+# Training defaults per preset (the policy and its shape come from the --init SFT run).
+GRPO_PRESETS = {
+    "smoke": dict(steps=30, prompts_per_step=16, group_size=8, lr=3e-4, eval_every=10, eval_n=128,
+                  ckpt_every=10),
+    "cpu": dict(steps=300, prompts_per_step=32, group_size=8, lr=1e-4, eval_every=50, eval_n=256,
+                ckpt_every=50),
+    "paper": dict(steps=2000, prompts_per_step=128, group_size=16, micro_batch_size=256, lr=5e-5,
+                  eval_every=200, eval_n=1024, ckpt_every=200),
+}
+# Keys that may change when resuming (they do not change the trajectory of the steps already run).
+RESUME_MAY_CHANGE = ("steps", "device", "eval_every", "eval_n", "eval_supports", "ckpt_every", "log_every")
+
+
+def load_init(run, device="cpu"):
+    """(policy, split, fmt, granularity) of an SFT run directory (its policy.pt and config.json)."""
+    from hlsm.sft import make_split
+
+    if not run or not (Path(run) / CONFIG).exists():
+        raise ValueError(f"GRPOConfig.init: {run!r} is not an SFT run directory (no {CONFIG})")
+    model, _ = load_policy(run, device)
+    sft = read_config(run)
+    return model, make_split(sft["split"]), sft.get("fmt", "values"), sft.get("granularity", 1)
+
+
+@dataclass
+class GRPOResult:
+    model: object  # the trained policy (eval mode)
+    step: int  # RL steps done
+    metrics: dict  # the last step's metrics
+    rows: list  # final evaluation table (hlsm.evaluate rows)
+    out: Path  # run directory
+
+
+def _eval_line(rows, step: int, m: dict) -> tuple[dict, str]:
+    accs = {r["support"]: r["answer"] for r in rows if r["by"] == "all"}
+    text = " ".join(f"{k} {v:.3f}" for k, v in accs.items())
+    reward = f"reward {m['reward_mean']:.3f} " if m else ""
+    return {f"eval/{k}": v for k, v in accs.items()}, f"step {step}: {reward}| acc {text}"
+
+
+def train(cfg: GRPOConfig, out, resume: bool = False, progress: bool = True) -> GRPOResult:
+    """Run (or with ``resume``, continue) GRPO from the SFT run ``cfg.init`` into ``out``."""
+    from tqdm import tqdm
+
+    from hlsm.evaluate import evaluate, write_csv
+    from hlsm.sft import make_split
+
+    cfg.validate()
+    dist = init_distributed(cfg.device)
+    main, out = dist.is_main, Path(out)
+    try:
+        model, split, fmt, gran = load_init(cfg.init, dist.device)
+        if cfg.split is not None:
+            split = make_split(cfg.split)
+            split.check_disjoint()  # LeakageError (a ValueError) if an eval item could occur in training
+        cfg.check_split(split)
+        trainer = GRPO(cfg, model, split, fmt, gran, dist)
+        if main:
+            init_run(out, cfg.to_dict(), resume=resume, ignore=RESUME_MAY_CHANGE)
+        barrier(dist)
+        log = MetricsLog(out, enabled=main)
+        ckpt = latest_checkpoint(out) if resume else None
+        start = trainer.load_state_dict(load_checkpoint(ckpt, dist.device)) if ckpt else 0
+        log.truncate(start)
+        last_good, metrics, rows = ckpt, {}, []
+
+        def run_eval(step, final=False):
+            rows = []
+            if main:
+                rows = evaluate(trainer.model, split, cfg.eval_supports, n=cfg.eval_n, seed=cfg.seed, fmt=fmt,
+                                granularity=gran, by=("all", "module") if final or step == 0 else ("all",))
+                values, line = _eval_line(rows, step, metrics)
+                log.log({"step": step, **values})
+                tqdm.write(line)
+                if final or step == 0:
+                    write_csv(rows, out / ("eval.csv" if final else "eval_init.csv"))
+            barrier(dist)
+            return rows
+
+        if start == 0:
+            rows = run_eval(0)  # the base policy: p0 per support and per module before RL
+        bar = tqdm(total=cfg.steps, initial=start, disable=not (progress and main), desc="grpo",
+                   dynamic_ncols=True)
+        for k in range(start, cfg.steps):
+            try:
+                metrics = trainer.step(k)
+            except NonFiniteLossError as e:
+                if main:
+                    log.log({"step": k + 1, "event": "non-finite loss", "loss": str(e.value)})
+                raise NonFiniteLossError(e.step, e.value, last_good) from None
+            done = k + 1
+            bar.update(1)
+            m = metrics
+            bar.set_postfix(reward=f"{m['reward_mean']:.3f}", zero_std=f"{m['zero_std_frac']:.2f}")
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                log.log(metrics)
+            final = done == cfg.steps
+            if final or (cfg.eval_every and done % cfg.eval_every == 0):
+                rows = run_eval(done, final)
+            if final or (cfg.ckpt_every and done % cfg.ckpt_every == 0):
+                if main:
+                    save_checkpoint(out / CHECKPOINT, trainer.state_dict(done))
+                last_good = out / CHECKPOINT
+                barrier(dist)
+        bar.close()
+        if start >= cfg.steps:  # resumed a finished run: just evaluate it
+            rows = run_eval(cfg.steps, final=True)
+        if main:
+            save_policy(out, trainer.model, {"step": cfg.steps, "config": cfg.to_dict()})
+        barrier(dist)
+    finally:
+        cleanup(dist)
+    return GRPOResult(trainer.model, cfg.steps, metrics, rows, out)
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m hlsm.grpo", description=__doc__.split("\n")[0])
+    p.add_argument("--preset", default="smoke", choices=sorted(GRPO_PRESETS), help="training defaults")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    for f in fields(GRPOConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        elif f.type in ("int", "float", "str"):
+            p.add_argument(flag, type={"int": int, "float": float, "str": str}[f.type], default=None)
+        else:
+            p.add_argument(flag, type=json.loads, default=None, help="JSON")
+    return p
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    given = {f.name: getattr(args, f.name) for f in fields(GRPOConfig) if getattr(args, f.name) is not None}
+    cfg = GRPOConfig.from_preset(args.preset, **given)
+    cfg.eval_supports = tuple(cfg.eval_supports)
+    try:
+        result = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    except (NonFiniteLossError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if int(os.environ.get("RANK", "0")) == 0:
+        _, line = _eval_line(result.rows, result.step, result.metrics)
+        print(f"done: {line} -> {result.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
