@@ -36,6 +36,7 @@ from hlsm.checkpoint import (
     init_run,
     latest_checkpoint,
     load_checkpoint,
+    load_policy,
     rng_state,
     save_checkpoint,
     save_policy,
@@ -97,6 +98,7 @@ class SFTConfig:
     """Every knob of an SFT run; ``validate`` checks them all up front (ValueError naming the field)."""
 
     preset: str = "smoke"  # model shape: a key of hlsm.policy.PRESETS
+    init: str = ""  # run directory whose policy starts this run (continued SFT); "": random init
     model: dict = field(default_factory=dict)  # PolicyConfig overrides, e.g. {"pos": "rope", "dropout": 0.1}
     split: dict | Split = field(default_factory=lambda: dict(DEFAULT_SPLIT))  # see make_split
     train_supports: dict = field(default_factory=lambda: {"sft": 1.0, "atoms": 0.25})  # name -> batch share
@@ -146,6 +148,11 @@ class SFTConfig:
         return cls(**d)
 
     def model_config(self) -> PolicyConfig:
+        if self.init:  # continued SFT keeps the shape of the policy it starts from
+            path = Path(self.init) / "policy.pt"
+            if not path.exists():
+                raise ValueError(f"SFTConfig.init: {self.init!r} is not a finished run (no {path.name})")
+            return PolicyConfig(**load_checkpoint(path)["model_config"])
         if self.preset not in PRESETS:
             allowed = ", ".join(PRESETS)
             raise ValueError(f"SFTConfig.preset: unknown model preset {self.preset!r}; allowed: {allowed}")
@@ -346,6 +353,8 @@ def train(cfg: SFTConfig, out: str | Path, resume: bool = False, progress: bool 
     seed_everything(cfg.seed)  # same init on every rank
     mcfg = cfg.model_config()
     model = Policy(mcfg).to(device)
+    if cfg.init:
+        model.load_state_dict(load_policy(cfg.init)[0].state_dict())
     opt = model.configure_optimizer(cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
     start = 0
     ckpt = latest_checkpoint(out) if resume else None

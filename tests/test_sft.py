@@ -246,3 +246,15 @@ def test_ddp_two_processes_match_one(tmp_path):
     seed_everything(cfg.seed)
     init = Policy(cfg.model_config())  # what training started from: it moved
     assert (one.wte.weight - init.wte.weight).abs().max() > 1e-4
+
+
+def test_continued_sft_starts_from_the_init_policy(tmp_path):
+    base = train(tiny_cfg(), tmp_path / "base", progress=False)
+    with pytest.raises(ValueError, match="SFTConfig.init"):
+        tiny_cfg(init=str(tmp_path / "nowhere")).validate()
+    # a different shape is ignored: continued SFT keeps the init policy's shape and weights
+    cfg = tiny_cfg(init=str(tmp_path / "base"), model={"n_layer": 3}, steps=1, lr=1e-9, warmup_steps=0)
+    cont = train(cfg, tmp_path / "cont", progress=False)
+    assert cont.model.config == base.model.config
+    for a, b in zip(base.model.state_dict().values(), cont.model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6)

@@ -1,0 +1,306 @@
+"""The RL protocol study: which SFT / GRPO settings make held-out gains real, against the labelled control.
+
+    python -m experiments.protocol [--preset smoke|cpu] [--seeds 0 1 2] [--splits 0 1] [--tier core|all]
+
+For every (composition split, seed) unit it trains SFT bases, then from each base GRPO variants
+and the control every claim must beat: *continued SFT with labels on exactly the RL prompts*
+(same prompts, same number of updates, same learning rate; one label per prompt instead of G
+scored samples). Every run is scored on the same evaluation items (same eval seed): ``seen``
+(SFT compositions, fresh inputs: forgetting), ``rl_prompts`` (the RL compositions, fresh inputs),
+``unseen`` (held-out compositions no training stream ever shows: the transfer question) and
+``deeper`` (L_train + 1). Units differ in the composition partition (``partition_seed``: which
+compositions are SFT / RL / held out) and in the seed (init, data order, sampling).
+
+Writes ``protocol.csv`` (one row per unit x condition x support), ``protocol_summary.csv`` (mean
+and 95% t-interval over units of the accuracy and of the paired difference to the control and to
+the SFT base), ``protocol.png/.pdf`` and ``protocol.json`` (configs, units, provenance, wall time).
+Runs are cached under ``--runs`` by config hash and resume after a kill.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from experiments.report import mean_ci, provenance, read_csv, write_csv, write_json
+from experiments.runs import run_all
+from hlsm.checkpoint import read_metrics
+from hlsm.grpo import GRPOConfig
+from hlsm.sft import DEFAULT_SPLIT, SFTConfig
+
+SUPPORTS = ("seen", "rl_prompts", "unseen", "deeper")
+
+# The study's task: the DESIGN.md §4 prototype (8 length-preserving skills chained at L_train = 2,
+# 64 compositions), with a larger held-out share (~35%, ~22 compositions per partition) so that
+# the transfer question is asked of many compositions; each partition seed draws a different cut.
+STUDY_SPLIT = dict(DEFAULT_SPLIT, sft=[0, 450], rl=[450, 650], heldout=[650, 1000])
+
+# Per preset: model shape and SFT budget, and the GRPO budget every RL condition shares.
+PRESETS = {
+    "smoke": dict(sft=dict(preset="smoke", steps=60, batch_size=16, lr=3e-3, warmup_steps=10, eval_n=32),
+                  grpo=dict(steps=4, prompts_per_step=4, group_size=4, lr=3e-4, eval_n=32, max_new_tokens=24),
+                  split=dict(STUDY_SPLIT, skills=STUDY_SPLIT["skills"][:4])),
+    "cpu": dict(sft=dict(preset="cpu", steps=3000, batch_size=64, micro_batch_size=32, lr=1e-3,
+                         warmup_steps=100, eval_n=256),
+                grpo=dict(steps=60, prompts_per_step=16, group_size=8, lr=1e-4, eval_n=256,
+                          max_new_tokens=32),
+                split=STUDY_SPLIT),
+}
+
+# SFT bases: the preset's SFT and the sharpness / position-encoding variants.
+BASES = {
+    "sft": {},
+    "sft_short": {"steps": 1 / 3},  # early stopped: a third of the updates (a softer policy)
+    "sft_ls": {"label_smoothing": 0.1},
+    "sft_rope": {"model": {"pos": "rope"}},
+    "sft_nopos": {"model": {"pos": "none"}},
+}
+
+# name -> (base, kind, GRPO or control overrides, tier). kind: base | grpo | control.
+CONDITIONS = {
+    "sft": ("sft", "base", {}, "core"),
+    "control": ("sft", "control", {}, "core"),
+    "grpo": ("sft", "grpo", {}, "core"),
+    "grpo_kl": ("sft", "grpo", {"beta": 0.05}, "core"),
+    "grpo_replay": ("sft", "grpo", {"replay_fraction": 0.5}, "core"),
+    "grpo_structure": ("sft", "grpo", {"rewards": {"answer": 0.5, "structure": 0.5}}, "core"),
+    "grpo_atoms": ("sft", "grpo", {"rl_support": "rl_atoms"}, "core"),
+    "grpo_no_std": ("sft", "grpo", {"scale_std": False}, "all"),
+    "grpo_lr_x3": ("sft", "grpo", {"lr": 3.0}, "all"),  # a multiplier of the preset's lr
+    "grpo_temp_1.5": ("sft", "grpo", {"temperature": 1.5}, "all"),
+    "grpo_g16": ("sft", "grpo", {"group_size": 16, "prompts_per_step": 0.5}, "all"),  # same rollouts
+    "sft_short": ("sft_short", "base", {}, "all"),
+    "sft_short+grpo": ("sft_short", "grpo", {}, "all"),
+    "sft_short+control": ("sft_short", "control", {}, "all"),
+    "sft_ls": ("sft_ls", "base", {}, "all"),
+    "sft_ls+grpo": ("sft_ls", "grpo", {}, "all"),
+    "sft_ls+control": ("sft_ls", "control", {}, "all"),
+    "sft_rope": ("sft_rope", "base", {}, "all"),
+    "sft_rope+grpo": ("sft_rope", "grpo", {}, "all"),
+    "sft_rope+control": ("sft_rope", "control", {}, "all"),
+    "sft_nopos": ("sft_nopos", "base", {}, "all"),
+    "sft_nopos+grpo": ("sft_nopos", "grpo", {}, "all"),
+    "sft_nopos+control": ("sft_nopos", "control", {}, "all"),
+}
+MULTIPLIERS = ("lr", "prompts_per_step", "steps")  # overrides given as a factor of the preset's value
+
+
+@dataclass
+class StudyConfig:
+    preset: str = "cpu"  # smoke | cpu (paper: use a GPU; not run here)
+    seeds: tuple = (0, 1, 2)  # training seeds
+    splits: tuple = (0, 1)  # partition seeds: which compositions are SFT / RL / held out
+    conditions: tuple = ()  # condition names; () = every condition of the tier
+    tier: str = "core"  # core | all
+    workers: int = 0  # parallel single-thread runs (0: one per core)
+    runs: str = "runs"  # run cache root
+    out: str = "paper_figures"  # where protocol.{csv,png,pdf,json} go
+    extra: dict = field(default_factory=dict)  # per-preset overrides {"sft": {...}, "grpo": {...}}
+
+    def validate(self) -> StudyConfig:
+        if self.preset not in PRESETS:
+            raise ValueError(f"StudyConfig.preset: unknown {self.preset!r}; allowed: {', '.join(PRESETS)}")
+        if self.tier not in ("core", "all"):
+            raise ValueError(f"StudyConfig.tier: must be core or all, got {self.tier!r}")
+        for c in self.conditions:
+            if c not in CONDITIONS:
+                raise ValueError(f"StudyConfig.conditions: unknown {c!r}; allowed: {', '.join(CONDITIONS)}")
+        if not self.seeds or not self.splits:
+            raise ValueError("StudyConfig: need at least one seed and one split")
+        return self
+
+    def chosen(self) -> list[str]:
+        if self.conditions:
+            names = list(self.conditions)
+        else:
+            names = [n for n, c in CONDITIONS.items() if self.tier == "all" or c[3] == "core"]
+        # a condition needs its base's reference and control to be read against
+        for n in list(names):
+            base = CONDITIONS[n][0]
+            for need in (base if base != "sft" else "sft", "control" if base == "sft" else f"{base}+control"):
+                if need not in names:
+                    names.append(need)
+        return names
+
+
+def _scaled(preset: dict, overrides: dict) -> dict:
+    out = dict(overrides)
+    for k in MULTIPLIERS:
+        if k in out and isinstance(out[k], float) and k in preset:
+            out[k] = type(preset[k])(max(1, round(preset[k] * out[k]))) if k != "lr" else preset[k] * out[k]
+    return out
+
+
+def unit_configs(cfg: StudyConfig, split_seed: int, seed: int) -> dict[str, tuple[str, object]]:
+    """condition -> (kind, config) for one unit; GRPO / control inits are filled in later."""
+    p = PRESETS[cfg.preset]
+    split = dict(p["split"], partition_seed=split_seed)
+    sft_kw = dict(p["sft"], **cfg.extra.get("sft", {}))
+    grpo_kw = dict(p["grpo"], **cfg.extra.get("grpo", {}))
+    bases = {}
+    for name, over in BASES.items():
+        kw = dict(sft_kw, **_scaled(sft_kw, over))
+        bases[name] = SFTConfig(**kw, split=split, seed=seed, eval_supports=SUPPORTS, eval_every=0,
+                                ckpt_every=max(1, kw["steps"] // 4), device="auto",
+                                train_supports={"sft": 1.0, "atoms": 0.25})
+    out = {}
+    for name in cfg.chosen():
+        base, kind, over, _ = CONDITIONS[name]
+        if kind == "base":
+            out[name] = ("sft", bases[base])
+        elif kind == "grpo":
+            kw = dict(grpo_kw, **_scaled(grpo_kw, over))
+            out[name] = ("grpo", GRPOConfig(**kw, seed=seed, eval_supports=SUPPORTS, eval_every=0,
+                                            ckpt_every=max(1, kw["steps"] // 4), log_every=1))
+        else:  # the labelled control: same prompts, updates and lr as the RL runs, labels instead of rewards
+            b = bases[base]
+            out[name] = ("control", SFTConfig(
+                preset=b.preset, model=b.model, split=split, seed=seed, train_supports={"rl": 1.0},
+                eval_supports=SUPPORTS, steps=grpo_kw["steps"], batch_size=grpo_kw["prompts_per_step"],
+                lr=grpo_kw["lr"], warmup_steps=0, min_lr_ratio=1.0, eval_every=0, eval_n=grpo_kw["eval_n"],
+                ckpt_every=max(1, grpo_kw["steps"] // 4), device="auto"))
+    return out
+
+
+def accuracy(run: Path, kind: str) -> dict[str, float]:
+    rows = read_csv(run / "eval.csv")
+    return {r["support"]: float(r["answer"]) for r in rows if r["by"] == "all"}
+
+
+def grpo_stats(run: Path) -> dict[str, float]:
+    ms = [m for m in read_metrics(run) if "reward_mean" in m]
+    if not ms:
+        return {}
+    mean = lambda k: sum(m[k] for m in ms) / len(ms)
+    return {"zero_std_frac": mean("zero_std_frac"), "reward_first": ms[0]["reward_mean"],
+            "reward_last": sum(m["reward_mean"] for m in ms[-5:]) / len(ms[-5:]), "entropy": mean("entropy")}
+
+
+def run_study(cfg: StudyConfig, progress: bool = True) -> list[dict]:
+    cfg.validate()
+    units = [(sp, s) for sp in cfg.splits for s in cfg.seeds]
+    plans = {u: unit_configs(cfg, *u) for u in units}
+    # phase 1: SFT bases; phase 2: everything that starts from one
+    base_jobs = sorted({(u, n) for u in units for n, (k, _) in plans[u].items() if k == "sft"})
+    base_dirs = dict(zip(base_jobs, run_all([("sft", plans[u][n][1]) for u, n in base_jobs], cfg.runs,
+                                            cfg.workers, progress)))
+    later, jobs = [], []
+    for u in units:
+        for name, (kind, c) in plans[u].items():
+            if kind == "sft":
+                continue
+            base = CONDITIONS[name][0]
+            c.init = str(base_dirs[(u, base)])
+            later.append((u, name))
+            jobs.append(("grpo" if kind == "grpo" else "sft", c))
+    dirs = dict(zip(later, run_all(jobs, cfg.runs, cfg.workers, progress)))
+    dirs.update(base_dirs)
+    rows = []
+    for u in units:
+        for name, (kind, _) in plans[u].items():
+            run = dirs[(u, name)]
+            acc, extra = accuracy(run, kind), grpo_stats(run) if kind == "grpo" else {}
+            for sup in SUPPORTS:
+                rows.append({"split": u[0], "seed": u[1], "condition": name, "base": CONDITIONS[name][0],
+                             "kind": kind, "support": sup, "accuracy": acc.get(sup), **extra,
+                             "run": run.name})
+    return rows
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Mean and 95% CI over units of accuracy and of paired differences to the control and the base."""
+    acc = {(r["split"], r["seed"], r["condition"], r["support"]): r["accuracy"] for r in rows}
+    units = sorted({(r["split"], r["seed"]) for r in rows})
+    out = []
+    for name in dict.fromkeys(r["condition"] for r in rows):
+        base = CONDITIONS[name][0]
+        control = "control" if base == "sft" else f"{base}+control"
+        for sup in SUPPORTS:
+            vals = [acc.get((*u, name, sup)) for u in units]
+            row = {"condition": name, "support": sup}
+            row["mean"], row["ci95"], row["n"] = mean_ci(vals)
+            for ref, tag in ((base, "vs_base"), (control, "vs_control")):
+                diffs = [acc[(*u, name, sup)] - acc[(*u, ref, sup)] for u in units
+                         if (*u, name, sup) in acc and (*u, ref, sup) in acc]
+                row[f"{tag}_mean"], row[f"{tag}_ci95"], _ = mean_ci(diffs)
+            zs = [r.get("zero_std_frac") for r in rows if r["condition"] == name and r["support"] == sup]
+            zs = [z for z in zs if z not in (None, "")]
+            row["zero_std_frac"] = sum(zs) / len(zs) if zs else None
+            out.append(row)
+    return out
+
+
+def plot(summary: list[dict], path_stem: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(r["condition"] for r in summary))
+    fig, axes = plt.subplots(1, len(SUPPORTS), figsize=(4.2 * len(SUPPORTS), 0.32 * len(names) + 1.6),
+                             sharey=True)
+    for ax, sup in zip(axes, SUPPORTS):
+        rs = {r["condition"]: r for r in summary if r["support"] == sup}
+        ys = range(len(names))
+        means = [rs[n]["mean"] for n in names]
+        errs = [0 if rs[n]["ci95"] != rs[n]["ci95"] else rs[n]["ci95"] for n in names]
+        colors = ["0.5" if CONDITIONS[n][1] == "base" else "tab:green" if CONDITIONS[n][1] == "control"
+                  else "tab:blue" for n in names]
+        ax.barh(list(ys), means, xerr=errs, color=colors, capsize=2)
+        ax.set_title(sup)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("greedy exact-answer accuracy")
+        ax.invert_yaxis()
+    axes[0].set_yticks(list(range(len(names))), names)
+    fig.suptitle("RL protocol study: mean over (split, seed) units, 95% t-interval; "
+                 "grey = SFT base, green = labelled control, blue = GRPO", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path_stem.with_suffix(".png"), dpi=120)
+    fig.savefig(path_stem.with_suffix(".pdf"))
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m experiments.protocol", description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--splits", type=int, nargs="+", default=[0, 1], help="partition seeds")
+    ap.add_argument("--tier", default="core", choices=["core", "all"])
+    ap.add_argument("--conditions", nargs="+", default=[], help=f"any of: {', '.join(CONDITIONS)}")
+    ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--runs", default="runs")
+    ap.add_argument("--out", default="paper_figures")
+    ap.add_argument("--name", default="protocol", help="output file stem")
+    ap.add_argument("--extra", type=json.loads, default={}, help='JSON {"sft": {...}, "grpo": {...}}')
+    a = ap.parse_args(argv)
+    cfg = StudyConfig(a.preset, tuple(a.seeds), tuple(a.splits), tuple(a.conditions), a.tier, a.workers,
+                      a.runs, a.out, a.extra)
+    try:
+        cfg.validate()
+    except ValueError as e:
+        ap.error(str(e))
+    t0 = time.time()
+    rows = run_study(cfg)
+    summary = summarize(rows)
+    out = Path(cfg.out)
+    write_csv(rows, out / f"{a.name}.csv")
+    write_csv(summary, out / f"{a.name}_summary.csv")
+    plot(summary, out / a.name)
+    example = unit_configs(cfg, cfg.splits[0], cfg.seeds[0])
+    write_json({"study": vars(a), "wall_s": time.time() - t0, "provenance": provenance(),
+                "configs_of_first_unit": {k: [kind, c.to_dict()] for k, (kind, c) in example.items()},
+                "summary": summary}, out / f"{a.name}.json")
+    for r in summary:
+        if r["support"] in ("unseen", "seen", "deeper", "rl_prompts"):
+            print(f"{r['condition']:>20} {r['support']:>10}: {r['mean']:.3f} ± {r['ci95']:.3f} "
+                  f"(vs control {r['vs_control_mean']:+.3f} ± {r['vs_control_ci95']:.3f}, "
+                  f"vs base {r['vs_base_mean']:+.3f} ± {r['vs_base_ci95']:.3f})")
+    print(f"wall {time.time() - t0:.0f} s -> {out / a.name}.csv")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

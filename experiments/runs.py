@@ -1,0 +1,93 @@
+"""Cached training runs: one run directory per full config, named by the config's hash.
+
+    d = sft_run(SFTConfig(...), root="runs")          # trains, or re-uses runs/sft-<hash>
+    g = grpo_run(GRPOConfig(init=str(d), ...), root)  # likewise; init names the SFT run by its path
+    results = run_all(jobs, workers=2)                 # independent jobs on a process pool
+
+A run is re-used only when its directory holds a finished policy *and* the config it recorded is
+exactly the requested one, so a changed config never gets a stale run; a directory with a
+checkpoint but no policy is an interrupted run and resumes. The hash covers every field of the
+config (evaluation sizes included: they change the numbers a figure reads).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+from hlsm.checkpoint import CHECKPOINT, POLICY, read_config
+
+
+def config_key(kind: str, config: dict) -> str:
+    """A short stable hash of a run's kind and full config (JSON, sorted keys)."""
+    blob = json.dumps({"kind": kind, "config": config}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_dir(kind: str, cfg, root) -> Path:
+    return Path(root) / f"{kind}-{config_key(kind, cfg.to_dict())}"
+
+
+def is_finished(out: Path, cfg) -> bool:
+    """A finished run of exactly this config lives in ``out``."""
+    if not (out / POLICY).exists():
+        return False
+    return read_config(out) == cfg.to_dict()
+
+
+def _train(kind: str, cfg, root, threads: int = 0) -> Path:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    out = run_dir(kind, cfg, root)
+    if is_finished(out, cfg):
+        return out
+    resume = (out / CHECKPOINT).exists()
+    if kind == "sft":
+        from hlsm.sft import train
+    else:
+        from hlsm.grpo import train
+    train(cfg, out, resume=resume, progress=False)
+    return out
+
+
+def sft_run(cfg, root="runs", threads: int = 0) -> Path:
+    """The directory of a finished SFT run of ``cfg`` under ``root`` (trained or resumed if needed)."""
+    return _train("sft", cfg, root, threads)
+
+
+def grpo_run(cfg, root="runs", threads: int = 0) -> Path:
+    """The directory of a finished GRPO run of ``cfg`` under ``root`` (trained or resumed if needed)."""
+    return _train("grpo", cfg, root, threads)
+
+
+def run_all(jobs: list[tuple[str, object]], root="runs", workers: int = 0,
+            progress: bool = True) -> list[Path]:
+    """Run ``(kind, cfg)`` jobs (kind "sft" or "grpo") that do not depend on each other.
+
+    With ``workers`` > 1 they run on a process pool, one torch thread each (small models train
+    faster as parallel single-thread jobs than as one multi-thread job); results keep job order.
+    """
+    from tqdm import tqdm
+
+    workers = workers or min(len(jobs), os.cpu_count() or 1)
+    todo = [i for i, (kind, cfg) in enumerate(jobs) if not is_finished(run_dir(kind, cfg, root), cfg)]
+    out = [run_dir(kind, cfg, root) for kind, cfg in jobs]
+    bar = tqdm(total=len(todo), disable=not progress or not todo, desc="runs")
+    if workers <= 1 or len(todo) <= 1:
+        for i in todo:
+            _train(*jobs[i], root)
+            bar.update(1)
+    else:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(_train, *jobs[i], root, 1) for i in todo]
+            for f in futures:
+                f.result()  # re-raises a failed run's error here
+                bar.update(1)
+    bar.close()
+    return out
