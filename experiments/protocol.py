@@ -45,7 +45,7 @@ PRESETS = {
                   split=dict(STUDY_SPLIT, skills=STUDY_SPLIT["skills"][:4])),
     "cpu": dict(sft=dict(preset="cpu", steps=3000, batch_size=64, micro_batch_size=32, lr=1e-3,
                          warmup_steps=100, eval_n=256),
-                grpo=dict(steps=60, prompts_per_step=16, group_size=8, lr=1e-4, eval_n=256,
+                grpo=dict(steps=100, prompts_per_step=16, group_size=8, lr=1e-4, eval_n=256,
                           max_new_tokens=32),
                 split=STUDY_SPLIT),
 }
@@ -57,6 +57,9 @@ BASES = {
     "sft_ls": {"label_smoothing": 0.1},
     "sft_rope": {"model": {"pos": "rope"}},
     "sft_nopos": {"model": {"pos": "none"}},
+    # Finding 4 (bottom): the two arms get equal budgets, half the main base's (for compute)
+    "sft_compounds": {"train_supports": {"sft": 1.0}, "steps": 0.5},  # atoms only inside compositions
+    "sft_atoms": {"train_supports": {"atoms": 1.0}, "steps": 0.5},  # atoms only as L = 1 traces
 }
 
 # name -> (base, kind, GRPO or control overrides, tier). kind: base | grpo | control.
@@ -68,6 +71,7 @@ CONDITIONS = {
     "grpo_replay": ("sft", "grpo", {"replay_fraction": 0.5}, "core"),
     "grpo_structure": ("sft", "grpo", {"rewards": {"answer": 0.5, "structure": 0.5}}, "core"),
     "grpo_atoms": ("sft", "grpo", {"rl_support": "rl_atoms"}, "core"),
+    "grpo_inside": ("sft", "grpo", {"rl_support": "rl_inside"}, "core"),  # RL on the SFT compositions
     "grpo_no_std": ("sft", "grpo", {"scale_std": False}, "all"),
     "grpo_lr_x3": ("sft", "grpo", {"lr": 3.0}, "all"),  # a multiplier of the preset's lr
     "grpo_temp_1.5": ("sft", "grpo", {"temperature": 1.5}, "all"),
@@ -84,6 +88,12 @@ CONDITIONS = {
     "sft_nopos": ("sft_nopos", "base", {}, "all"),
     "sft_nopos+grpo": ("sft_nopos", "grpo", {}, "all"),
     "sft_nopos+control": ("sft_nopos", "control", {}, "all"),
+    "sft_compounds": ("sft_compounds", "base", {}, "all"),
+    "sft_compounds+grpo": ("sft_compounds", "grpo", {}, "all"),
+    "sft_compounds+control": ("sft_compounds", "control", {}, "all"),
+    "sft_atoms": ("sft_atoms", "base", {}, "all"),
+    "sft_atoms+grpo": ("sft_atoms", "grpo", {}, "all"),
+    "sft_atoms+control": ("sft_atoms", "control", {}, "all"),
 }
 MULTIPLIERS = ("lr", "prompts_per_step", "steps")  # overrides given as a factor of the preset's value
 
@@ -142,10 +152,10 @@ def unit_configs(cfg: StudyConfig, split_seed: int, seed: int) -> dict[str, tupl
     grpo_kw = dict(p["grpo"], **cfg.extra.get("grpo", {}))
     bases = {}
     for name, over in BASES.items():
-        kw = dict(sft_kw, **_scaled(sft_kw, over))
+        kw = dict({"train_supports": {"sft": 1.0, "atoms": 0.25}}, **sft_kw)
+        kw.update(_scaled(sft_kw, over))
         bases[name] = SFTConfig(**kw, split=split, seed=seed, eval_supports=SUPPORTS, eval_every=0,
-                                ckpt_every=max(1, kw["steps"] // 4), device="auto",
-                                train_supports={"sft": 1.0, "atoms": 0.25})
+                                ckpt_every=max(1, kw["steps"] // 4), device="auto")
     out = {}
     for name in cfg.chosen():
         base, kind, over, _ = CONDITIONS[name]

@@ -73,3 +73,32 @@ def write_json(obj: dict, path) -> None:
 def read_csv(path) -> list[dict]:
     with open(path) as f:
         return list(csv.DictReader(f))
+
+
+def figure_parser(prog: str, doc: str):
+    """The flags every figure takes: --preset, --seeds, --splits, --out, --runs, --workers."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
+    ap.add_argument("--preset", default="cpu", choices=["smoke", "cpu"], help="run sizes (default: cpu)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--splits", type=int, nargs="+", default=[0, 1], help="composition partition seeds")
+    ap.add_argument("--out", default="paper_figures")
+    ap.add_argument("--runs", default="runs", help="run cache root (shared by all figures)")
+    ap.add_argument("--workers", type=int, default=0, help="parallel single-thread runs (0: one per core)")
+    return ap
+
+
+def paired(rows: list[dict], cond: str, ref: str, key: str) -> tuple[float, float, int]:
+    """Mean and 95% CI over units of ``cond - ref`` on ``key`` (rows: split, seed, condition, key...)."""
+    val = {(r["split"], r["seed"], r["condition"]): r[key] for r in rows if r.get(key) is not None}
+    units = sorted({(r["split"], r["seed"]) for r in rows})
+    both = [u for u in units if (*u, cond) in val and (*u, ref) in val]
+    return mean_ci([val[(*u, cond)] - val[(*u, ref)] for u in both])
+
+
+def save_figure(fig, stem) -> None:
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(stem.with_suffix(".png"), dpi=130)
+    fig.savefig(stem.with_suffix(".pdf"))

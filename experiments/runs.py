@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -48,6 +49,8 @@ def _train(kind: str, cfg, root, threads: int = 0) -> Path:
     if is_finished(out, cfg):
         return out
     resume = (out / CHECKPOINT).exists()
+    if not resume and out.exists():  # killed before its first checkpoint: nothing to resume
+        shutil.rmtree(out)
     if kind == "sft":
         from hlsm.sft import train
     else:
@@ -91,3 +94,40 @@ def run_all(jobs: list[tuple[str, object]], root="runs", workers: int = 0,
                 bar.update(1)
     bar.close()
     return out
+
+
+def posthoc_eval(run: Path, split_spec: dict, supports: tuple[str, ...], n: int, seed: int,
+                 by: tuple[str, ...] = ("all", "depth"), threads: int = 1) -> list[dict]:
+    """Evaluate a finished run's policy on supports of another split spec (e.g. more depths).
+
+    Cached in the run directory by a hash of the arguments, so figures re-read instead of
+    re-scoring. The items are those of ``hlsm.evaluate.evaluate`` with the same seed and n.
+    """
+    import csv
+
+    import torch
+
+    from hlsm.checkpoint import load_policy
+    from hlsm.evaluate import evaluate, write_csv
+    from hlsm.sft import make_split
+
+    key = config_key("posthoc", {"split": split_spec, "supports": list(supports), "n": n, "seed": seed,
+                                 "by": list(by)})
+    path = Path(run) / f"posthoc-{key}.csv"
+    if path.exists():
+        with open(path) as f:
+            return list(csv.DictReader(f))
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = read_config(run)
+    fmt, gran = cfg.get("fmt", "values"), cfg.get("granularity", 1)
+    if "init" in cfg and "fmt" not in cfg:  # a GRPO run: format of the SFT run it started from
+        sft = read_config(cfg["init"])
+        fmt, gran = sft.get("fmt", "values"), sft.get("granularity", 1)
+    model, _ = load_policy(run)
+    rows = evaluate(model, make_split(split_spec), supports, n=n, seed=seed, fmt=fmt, granularity=gran, by=by)
+    tmp = path.with_suffix(".tmp")
+    write_csv(rows, tmp)
+    os.replace(tmp, path)
+    with open(path) as f:
+        return list(csv.DictReader(f))
