@@ -38,7 +38,7 @@ from hlsm.text import (
 )
 
 _LAZY = {"identify": "hlsm.identify", "policy": "hlsm.policy", "sft": "hlsm.sft", "grpo": "hlsm.grpo",
-         "evaluate": "hlsm.evaluate", "checkpoint": "hlsm.checkpoint"}
+         "evaluate": "hlsm.evaluate", "checkpoint": "hlsm.checkpoint", "integrations": "hlsm.integrations"}
 
 
 def __getattr__(name):  # hlsm.sft, hlsm.identify, ... without importing torch up front
