@@ -79,16 +79,17 @@ def main(argv=None) -> int:
     ap = figure_parser("python -m experiments.fig4", __doc__)
     ap.add_argument("--bottom-splits", type=int, nargs="+", default=None,
                     help="partition seeds of the bottom panel (default: --splits)")
+    ap.add_argument("--panels", nargs="+", default=["top", "bottom"], choices=["top", "bottom"])
     a = ap.parse_args(argv)
     t0 = time.time()
     top = protocol.StudyConfig(a.preset, tuple(a.seeds), tuple(a.splits), ("grpo", "grpo_inside"), "core",
                                a.workers, a.runs, a.out)
     bottom = protocol.StudyConfig(a.preset, tuple(a.seeds), tuple(a.bottom_splits or a.splits),
                                   ("sft_compounds+grpo", "sft_atoms+grpo"), "all", a.workers, a.runs, a.out)
-    top_rows = protocol.run_study(top)
-    bottom_rows = protocol.run_study(bottom)
-    plotted = summarize(top_rows, "top", TOP, lambda c: "sft")
-    plotted += summarize(bottom_rows, "bottom", BOTTOM, lambda c: c.split("+")[0])
+    top_rows = protocol.run_study(top) if "top" in a.panels else []
+    bottom_rows = protocol.run_study(bottom) if "bottom" in a.panels else []
+    plotted = summarize(top_rows, "top", TOP, lambda c: "sft") if top_rows else []
+    plotted += summarize(bottom_rows, "bottom", BOTTOM, lambda c: c.split("+")[0]) if bottom_rows else []
     out = Path(a.out)
     write_csv(plotted, out / "fig4.csv")
     write_csv(top_rows + bottom_rows, out / "fig4_units.csv")
@@ -97,7 +98,7 @@ def main(argv=None) -> int:
                 "provenance": provenance(), "runs": sorted({r["run"] for r in top_rows + bottom_rows}),
                 "configs_of_first_unit": {
                     k: [kind, c.to_dict()]
-                    for cfg in (top, bottom)
+                    for cfg, panel in ((top, "top"), (bottom, "bottom")) if panel in a.panels
                     for k, (kind, c) in protocol.unit_configs(cfg, cfg.splits[0], cfg.seeds[0]).items()},
                 "plotted": plotted}, out / "fig4.json")
     for p in plotted:
