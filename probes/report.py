@@ -1,0 +1,286 @@
+"""Probe report of a run: do its layers identify the latent skills and routings?
+
+    python -m probes.report --run runs/sft [--base runs/other] [--n 256] [--out probes.png]
+
+Loads the run's policy and split (an SFT run's config.split; a GRPO run's config.split or that of
+its SFT init), samples ``--n`` items from the split's ``seen`` and ``unseen`` evaluation supports
+(stream ``probe:<support>``), captures the residual stream at ``--kind`` positions
+(probes.activations) and prints, per layer, for skills and for routings: probe accuracy on seen
+compositions (held-out examples) and on unseen ones (probe trained on seen), the majority
+baseline, the control task accuracy and selectivity, and the identification score, beside the
+same probe on a random-init model of the same shape. With ``--causal`` (default) it patches each
+step's skill token with a twin's at every layer (probes.causal); with ``--base`` it adds drift
+from the base run (probes.drift). A heatmap goes to ``--out`` (default RUN/probes.png).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from probes.activations import KINDS
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m probes.report", description=__doc__.split("\n")[0])
+    p.add_argument("--run", required=True, help="run directory (SFT or GRPO) with config.json and policy.pt")
+    p.add_argument("--base", default=None, help="a second run to measure drift from (e.g. the SFT init)")
+    p.add_argument("--n", type=int, default=256, help="items per support (seen, unseen); default 256")
+    p.add_argument("--out", default=None, help="heatmap PNG path (default RUN/probes.png)")
+    p.add_argument("--kind", default="before", choices=KINDS, help="positions to probe (default before)")
+    p.add_argument("--window", type=int, default=2, choices=(1, 2),
+                   help="control task surface type: 1 token, 2 previous token + token (default 2)")
+    p.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the probes (default 1.0)")
+    p.add_argument("--causal", action=argparse.BooleanOptionalAction, default=True,
+                   help="patch each step's skill token with a twin's at every layer (default on)")
+    p.add_argument("--seed", type=int, default=0, help="items, control labels, holdout and random init")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (default cpu)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    return p
+
+
+def _check_run(p, flag: str, run: str) -> Path:
+    path = Path(run)
+    if not path.is_dir():
+        p.error(f"{flag} {run}: no such run directory")
+    if not (path / "config.json").exists():
+        p.error(f"{flag} {run}: not a run directory (no config.json)")
+    if not (path / "policy.pt").exists() and not (path / "checkpoint.pt").exists():
+        p.error(f"{flag} {run}: holds neither policy.pt nor checkpoint.pt (unfinished run?)")
+    return path
+
+
+def _resolve_init(run: Path, init: str) -> Path:
+    """An init path as recorded (relative to the working directory then) or relative to the run's parent."""
+    for cand in (Path(init), run.parent / init, run.parent / Path(init).name):
+        if (cand / "config.json").exists():
+            return cand
+    raise ValueError(f"run {run}: its init run {init!r} was not found")
+
+
+def run_data(run: Path):
+    """(split, fmt, granularity, training support names) of an SFT or GRPO run directory.
+
+    Training supports are collected along the init chain (continued SFT, GRPO), so "seen" means
+    seen by any training stage.
+    """
+    from hlsm.checkpoint import read_config
+    from hlsm.sft import make_split
+
+    cfg = read_config(run)
+    if "rl_support" in cfg:  # GRPO: format and (by default) split come from the SFT init
+        init = _resolve_init(run, cfg["init"])
+        split, fmt, g, names = run_data(init)
+        if cfg.get("split"):
+            split = make_split(cfg["split"])
+        names = names | {cfg["rl_support"]}
+        if cfg.get("replay_fraction", 0) > 0:
+            names |= {cfg["replay_support"]}
+        return split, fmt, g, names
+    split = make_split(cfg["split"])
+    names = set(cfg.get("train_supports", {"sft": 1.0}))
+    if cfg.get("init"):
+        names |= run_data(_resolve_init(run, cfg["init"]))[3]
+    return split, cfg.get("fmt", "values"), cfg.get("granularity", 1), names
+
+
+def _fmt(v) -> str:
+    return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"
+
+
+def _table(header: list[str], rows: list[list]) -> None:
+    """Print rows under a header: numbers as %.3f, the first column left-aligned, the rest right-aligned."""
+    cells = [[v if isinstance(v, str) else _fmt(v) for v in row] for row in rows]
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *cells)]
+    for row in [header, *cells]:
+        print(f"{row[0]:<{widths[0]}}  " + " ".join(f"{c:>{w}}" for c, w in zip(row[1:], widths[1:])))
+
+
+def _get(rows: list[dict], ev: str, layer: str, key: str):
+    return next(r[key] for r in rows if r["eval"] == ev and r["layer"] == layer)
+
+
+def probe_tables(acts, rand_acts, window: int, C: float, seed: int) -> dict:
+    """{target: {"rows": probe_report rows, "rand": random-init rows} or None} for skill and routing."""
+    from probes.linear import probe_report
+
+    out = {}
+    for target in ("skill", "routing"):
+        if len(np.unique(acts.labels(target)[acts.seen])) < 2:
+            out[target] = None  # one class (e.g. a chain-only split): nothing to decode
+            continue
+        out[target] = {"rows": probe_report(acts, target, window, C, seed),
+                       "rand": probe_report(rand_acts, target, window, C, seed)}
+    return out
+
+
+# (header, eval, key) of the printed columns; "rand_" columns come from the random-init model
+COLUMNS = (
+    ("acc_seen", "seen", "acc"), ("acc_unseen", "unseen", "acc"), ("majority", "unseen", "majority"),
+    ("control", "unseen", "control"), ("select", "unseen", "selectivity"), ("id_seen", "seen", "ident"),
+    ("id_unseen", "unseen", "ident"), ("rand_acc", "unseen", "acc"), ("rand_ctrl", "unseen", "control"),
+    ("rand_id", "unseen", "ident"),
+)
+
+
+def print_tables(tables: dict, acts, kind: str) -> None:
+    from hlsm.modules import ROUTING_NAMES, SKILL_NAMES
+
+    for target, t in tables.items():
+        if t is None:
+            names = SKILL_NAMES if target == "skill" else ROUTING_NAMES
+            only = ", ".join(sorted({names[i] for i in acts.labels(target)}))
+            print(f"\n{target}: a single class in the data ({only}): nothing to decode")
+            continue
+        first, unseen = t["rows"][0], next(r for r in t["rows"] if r["eval"] == "unseen")
+        print(f"\n{target} at '{kind}' positions: {first['classes']} classes; seen rows train/test "
+              f"{first['n_train']}/{first['n_test']}; unseen rows {unseen['n_test']} "
+              f"(probe trained on all seen rows)")
+        rows = [[layer] + [_get(t["rand"] if h.startswith("rand_") else t["rows"], ev, layer, key)
+                           for h, ev, key in COLUMNS] for layer in acts.layer_names]
+        _table(["layer"] + [h for h, _, _ in COLUMNS], rows)
+    print("\nacc_unseen, majority, control, select, id_unseen: probe trained on seen compositions, "
+          "tested on unseen ones;\nselect = acc - control (Hewitt & Liang control task on surface types); "
+          "id: identification score, chance-corrected\nHungarian-matched accuracy (0 chance, 1 perfect; "
+          ">= 0.9 counts as identified); rand_*: random-init model")
+
+
+def save_heatmap(tables: dict, layer_names, path: Path, title: str) -> None:
+    """One heatmap per target (skill, routing): measures x layers, annotated with their values."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    live = [(k, t) for k, t in tables.items() if t is not None]
+    n = max(1, len(live))
+    fig, axes = plt.subplots(1, n, figsize=(1.1 * len(layer_names) * n + 3, 4.5), squeeze=False)
+    shown = [c for c in COLUMNS if c[2] != "majority"]
+    for ax, (target, t) in zip(axes[0], live):
+        grid = np.array([[_get(t["rand"] if h.startswith("rand_") else t["rows"], ev, layer, key)
+                          for layer in layer_names] for h, ev, key in shown])
+        ax.imshow(np.nan_to_num(grid, nan=0.0), vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        for (i, j), v in np.ndenumerate(grid):
+            ax.text(j, i, "-" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=8,
+                    color="white" if np.nan_to_num(v) < 0.6 else "black")
+        ax.set_xticks(range(len(layer_names)), layer_names)
+        ax.set_yticks(range(len(shown)), [h for h, _, _ in shown])
+        ax.set_title(target)
+    if not live:
+        axes[0][0].text(0.5, 0.5, "nothing to decode (single class)", ha="center")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def print_causal(model, examples, seed: int) -> None:
+    """Patch each step's module tokens with a twin's (another skill) at every layer; print the rates."""
+    from probes.causal import patch_step
+
+    print("\ncausal: step t's module tokens in the prompt patched with a twin's (other skill), unseen items")
+    rows = []
+    for layer in range(model.config.n_layer + 1):
+        for t in range(1, min(ex.depth for ex in examples) + 1):
+            s = patch_step(model, examples, t, layer, "skill", seed=seed).summary()
+            name = "emb" if layer == 0 else f"block{layer}"
+            rows.append([name, str(t), str(s["n"]), s["follow"], s["stay"], s["base_acc"], s["twin_acc"],
+                         s["interchange"]])
+    _table(["layer", "t", "n", "follow", "stay", "base_acc", "twin_acc", "interchange"], rows)
+    print("follow / stay: the patched step's output is the twin's / the original's (items where the two "
+          "differ);\ninterchange: follow among items the unpatched model gets right on both")
+
+
+def print_drift(model, base, split, examples, n: int, seed: int, fmt: str, g: int) -> None:
+    """Output KL, per-layer parameter change and per-module accuracy of ``model`` against ``base``."""
+    from probes.drift import accuracy_profile, by_layer, output_kl, param_stats, profile_delta
+
+    kl = output_kl(base, model, examples)
+    print(f"\ndrift from base: mean per-token KL(base || run) on {len(examples)} probe items = {kl:.4f} nats")
+    rows = [[r["layer"], r["norm"], r["rel_change"], r["eff_rank"], r["delta_eff_rank"]]
+            for r in by_layer(param_stats(model, base))]
+    _table(["layer", "norm", "rel_change", "eff_rank", "delta_eff_rank"], rows)
+    supports = tuple(s for s in ("seen", "unseen") if s in split.eval)
+    prof = profile_delta(accuracy_profile(base, split, supports, n, seed, fmt, g),
+                         accuracy_profile(model, split, supports, n, seed, fmt, g))
+    print(f"\nper-module step accuracy (greedy, {n} items per support), base -> run")
+    rows = [[r["support"], r["kind"], r["module"], str(r["n"]), r["base"], r["run"], f"{r['delta']:+.3f}"]
+            for r in prof]
+    _table(["support", "kind", "module", "n", "base", "run", "delta"], rows)
+
+
+def main(argv=None) -> int:
+    p = _parser()
+    args = p.parse_args(argv)
+    run = _check_run(p, "--run", args.run)
+    base_run = _check_run(p, "--base", args.base) if args.base else None
+    if args.n < 4:
+        p.error(f"--n must be >= 4 (items per support), got {args.n}")
+    if args.C <= 0:
+        p.error(f"--C must be > 0, got {args.C}")
+    out = Path(args.out) if args.out else run / "probes.png"
+    if out.suffix.lower() != ".png":
+        p.error(f"--out must be a .png path, got {args.out}")
+    if not out.parent.is_dir():
+        p.error(f"--out {args.out}: directory {out.parent} does not exist")
+
+    import torch
+
+    from hlsm.checkpoint import load_policy
+    from hlsm.model import HLSM
+    from hlsm.policy import Policy
+    from probes.activations import capture
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    try:
+        device = torch.device(device)
+    except RuntimeError as e:
+        p.error(f"--device {args.device}: {e}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: CUDA is not available on this machine")
+    try:
+        split, fmt, g, names = run_data(run)
+        model, _ = load_policy(run, device)
+        base = load_policy(base_run, device)[0] if base_run else None
+    except Exception as e:  # a broken run directory: say so instead of a traceback
+        p.error(f"cannot load the run: {type(e).__name__}: {e}")
+    missing = [s for s in ("seen", "unseen") if s not in split.eval]
+    if missing:
+        p.error(f"the run's split {split.name!r} has no eval support {missing} (have {sorted(split.eval)})")
+    if base is not None and base.config != model.config:
+        p.error(f"--base has another model shape ({base.config}) than --run ({model.config})")
+
+    train = [split.train[n] for n in sorted(names) if n in split.train]
+    seen = lambda comp: any(s.contains(comp) for s in train)
+    items = {name: HLSM(support=split.support(name), seed=args.seed, fmt=fmt, granularity=g,
+                        stream=f"probe:{name}").sample(args.n) for name in ("seen", "unseen")}
+    examples = items["seen"] + items["unseen"]
+    torch.manual_seed(args.seed)
+    rand = Policy(model.config).to(device).eval()  # same shape, untrained
+    acts = capture(model, examples, (args.kind,), seen, device=device)
+    rand_acts = capture(rand, examples, (args.kind,), seen, device=device)
+    if len(acts) == 0:
+        p.error(f"no '{args.kind}' positions in format {fmt!r} (the answer format has no trace chunks)")
+    if not acts.seen.any() or acts.seen.all():
+        p.error("the probe items are all seen or all unseen: check the split's seen/unseen supports")
+
+    print(f"run {run} (split {split.name}, format {fmt}, granularity {g}; seen = in training supports "
+          f"{sorted(names)}); {args.n} items each from seen and unseen, seed {args.seed}")
+    tables = probe_tables(acts, rand_acts, args.window, args.C, args.seed)
+    print_tables(tables, acts, args.kind)
+    if args.causal:
+        print_causal(model, items["unseen"], args.seed)
+    if base is not None:
+        print_drift(model, base, split, examples, args.n, args.seed, fmt, g)
+    save_heatmap(tables, acts.layer_names, out, f"{run} — probes at '{args.kind}' positions")
+    print(f"\nheatmap -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
