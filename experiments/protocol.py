@@ -243,6 +243,30 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
+def markdown(summary: list[dict]) -> str:
+    """The summary as a Markdown table: accuracy per support, and unseen differences to control and base."""
+
+    def pm(m, h, signed=False):
+        if m is None or m != m:
+            return "—"
+        h = "" if h != h else f" ± {100 * h:.1f}"
+        return (f"{100 * m:+.1f}" if signed else f"{100 * m:.1f}") + h
+
+    by = {(r["condition"], r["support"]): r for r in summary}
+    names = list(dict.fromkeys(r["condition"] for r in summary))
+    lines = ["| condition | unseen | unseen − control | unseen − base | seen | RL prompts | deeper | zero-std groups |",
+             "|---|---|---|---|---|---|---|---|"]
+    for n in names:
+        u = by[(n, "unseen")]
+        z = u.get("zero_std_frac")
+        z = "—" if z in (None, "") else f"{100 * float(z):.0f}%"
+        cells = [pm(u["mean"], u["ci95"]), pm(u["vs_control_mean"], u["vs_control_ci95"], True),
+                 pm(u["vs_base_mean"], u["vs_base_ci95"], True)]
+        cells += [pm(by[(n, s)]["mean"], by[(n, s)]["ci95"]) for s in ("seen", "rl_prompts", "deeper")]
+        lines.append(f"| `{n}` | " + " | ".join(cells) + f" | {z} |")
+    return "\n".join(lines) + "\n\nAccuracy in %, mean ± 95% t-interval over (split, seed) units; differences paired.\n"
+
+
 def plot(summary: list[dict], path_stem: Path) -> None:
     import matplotlib
 
@@ -250,7 +274,7 @@ def plot(summary: list[dict], path_stem: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(dict.fromkeys(r["condition"] for r in summary))
-    fig, axes = plt.subplots(1, len(SUPPORTS), figsize=(4.2 * len(SUPPORTS), 0.32 * len(names) + 1.6),
+    fig, axes = plt.subplots(1, len(SUPPORTS) + 1, figsize=(4 * (len(SUPPORTS) + 1), 0.32 * len(names) + 1.6),
                              sharey=True)
     for ax, sup in zip(axes, SUPPORTS):
         rs = {r["condition"]: r for r in summary if r["support"] == sup}
@@ -264,6 +288,15 @@ def plot(summary: list[dict], path_stem: Path) -> None:
         ax.set_xlim(0, 1)
         ax.set_xlabel("greedy exact-answer accuracy")
         ax.invert_yaxis()
+    ax = axes[-1]  # the comparison every claim must win: paired difference to the labelled control
+    rs = {r["condition"]: r for r in summary if r["support"] == "unseen"}
+    ds = [100 * rs[n]["vs_control_mean"] for n in names]
+    es = [0 if rs[n]["vs_control_ci95"] != rs[n]["vs_control_ci95"] else 100 * rs[n]["vs_control_ci95"]
+          for n in names]
+    ax.barh(list(range(len(names))), ds, xerr=es, color="tab:purple", capsize=2)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_title("unseen: minus its labelled control")
+    ax.set_xlabel("paired difference (points)")
     axes[0].set_yticks(list(range(len(names))), names)
     fig.suptitle("RL protocol study: mean over (split, seed) units, 95% t-interval; "
                  "grey = SFT base, green = labelled control, blue = GRPO", fontsize=9)
@@ -299,6 +332,7 @@ def main(argv=None) -> int:
     write_csv(rows, out / f"{a.name}.csv")
     write_csv(summary, out / f"{a.name}_summary.csv")
     plot(summary, out / a.name)
+    (out / f"{a.name}.md").write_text(markdown(summary))
     example = unit_configs(cfg, cfg.splits[0], cfg.seeds[0])
     write_json({"study": vars(a), "wall_s": time.time() - t0, "provenance": provenance(),
                 "configs_of_first_unit": {k: [kind, c.to_dict()] for k, (kind, c) in example.items()},
