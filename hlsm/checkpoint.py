@@ -20,6 +20,7 @@ import platform
 import random
 import subprocess
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -235,3 +236,25 @@ def load_policy(source: str | Path, device="cpu"):
     model.load_state_dict(payload["model"])
     model.to(device).eval()
     return model, {k: v for k, v in payload.items() if k not in ("model", "optimizer", "rng")}
+
+
+def add_config_flags(parser, config_cls, skip: tuple[str, ...] = ()) -> None:
+    """One ``--flag`` per dataclass field (bool: --x/--no-x; int/float/str typed; else JSON); default None."""
+    import argparse
+
+    for f in fields(config_cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        elif f.type in ("int", "float", "str"):
+            parser.add_argument(flag, type={"int": int, "float": float, "str": str}[f.type], default=None)
+        else:
+            parser.add_argument(flag, type=json.loads, default=None, help="JSON")
+
+
+def given_config(args, config_cls) -> dict:
+    """The config fields set on the command line (flags left at None are not given)."""
+    return {f.name: getattr(args, f.name) for f in fields(config_cls)
+            if getattr(args, f.name, None) is not None}

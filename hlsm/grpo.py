@@ -37,7 +37,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -47,6 +47,8 @@ from hlsm.checkpoint import (
     CONFIG,
     MetricsLog,
     NonFiniteLossError,
+    add_config_flags,
+    given_config,
     init_run,
     latest_checkpoint,
     load_checkpoint,
@@ -731,14 +733,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    for f in fields(GRPOConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type == "bool":
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
-        elif f.type in ("int", "float", "str"):
-            p.add_argument(flag, type={"int": int, "float": float, "str": str}[f.type], default=None)
-        else:
-            p.add_argument(flag, type=json.loads, default=None, help="JSON")
+    add_config_flags(p, GRPOConfig, skip=("preset",))
     return p
 
 
@@ -746,7 +741,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    given = {f.name: getattr(args, f.name) for f in fields(GRPOConfig) if getattr(args, f.name) is not None}
+    given = given_config(args, GRPOConfig)
     cfg = GRPOConfig.from_preset(args.preset, **given)
     cfg.eval_supports = tuple(cfg.eval_supports)
     try:

@@ -33,6 +33,8 @@ from hlsm.checkpoint import (
     CHECKPOINT,
     MetricsLog,
     NonFiniteLossError,
+    add_config_flags,
+    given_config,
     init_run,
     latest_checkpoint,
     load_checkpoint,
@@ -471,14 +473,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar and no per-eval lines")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    for f in fields(SFTConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool",):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
-        elif f.type in ("int", "float", "str"):
-            p.add_argument(flag, type={"int": int, "float": float, "str": str}[f.type], default=None)
-        else:
-            p.add_argument(flag, type=json.loads, default=None, help="JSON")
+    add_config_flags(p, SFTConfig)
     return p
 
 
@@ -486,7 +481,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    given = {f.name: getattr(args, f.name) for f in fields(SFTConfig) if getattr(args, f.name) is not None}
+    given = given_config(args, SFTConfig)
     preset = given.pop("preset", "smoke")
     cfg = SFTConfig.from_preset(preset, **given)
     if isinstance(cfg.eval_supports, list):
