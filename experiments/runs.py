@@ -40,7 +40,7 @@ def is_finished(out: Path, cfg) -> bool:
     return read_config(out) == cfg.to_dict()
 
 
-def _train(kind: str, cfg, root, threads: int = 0) -> Path:
+def _train(kind: str, cfg, root, threads: int = 0, snapshot_every: int = 0) -> Path:
     import torch
 
     if threads:
@@ -55,7 +55,7 @@ def _train(kind: str, cfg, root, threads: int = 0) -> Path:
         from hlsm.sft import train
     else:
         from hlsm.grpo import train
-    train(cfg, out, resume=resume, progress=False)
+    train(cfg, out, resume=resume, progress=False, snapshot_every=snapshot_every)
     return out
 
 
@@ -70,11 +70,12 @@ def grpo_run(cfg, root="runs", threads: int = 0) -> Path:
 
 
 def run_all(jobs: list[tuple[str, object]], root="runs", workers: int = 0,
-            progress: bool = True) -> list[Path]:
+            progress: bool = True, snapshot_every: int = 0) -> list[Path]:
     """Run ``(kind, cfg)`` jobs (kind "sft" or "grpo") that do not depend on each other.
 
     With ``workers`` > 1 they run on a process pool, one torch thread each (small models train
     faster as parallel single-thread jobs than as one multi-thread job); results keep job order.
+    ``snapshot_every`` > 0 keeps policies along training (``hlsm.checkpoint.snapshots``).
     """
     from tqdm import tqdm
 
@@ -84,11 +85,11 @@ def run_all(jobs: list[tuple[str, object]], root="runs", workers: int = 0,
     bar = tqdm(total=len(todo), disable=not progress or not todo, desc="runs")
     if workers <= 1 or len(todo) <= 1:
         for i in todo:
-            _train(*jobs[i], root)
+            _train(*jobs[i], root, 0, snapshot_every)
             bar.update(1)
     else:
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(_train, *jobs[i], root, 1) for i in todo]
+            futures = [pool.submit(_train, *jobs[i], root, 1, snapshot_every) for i in todo]
             for f in futures:
                 f.result()  # re-raises a failed run's error here
                 bar.update(1)

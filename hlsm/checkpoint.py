@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 CONFIG, METRICS, CHECKPOINT, POLICY = "config.json", "metrics.jsonl", "checkpoint.pt", "policy.pt"
+SNAPSHOTS = "snapshots"  # policies along training (train(..., snapshot_every=N)), for drift figures
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -205,15 +206,27 @@ def latest_checkpoint(run: str | Path) -> Path | None:
     return path if path.exists() else None
 
 
-def save_policy(run: str | Path, model, extra: dict | None = None) -> Path:
-    """Write the model alone (weights + model config) to ``run/policy.pt`` atomically."""
+def save_policy(run: str | Path, model, extra: dict | None = None, name: str = POLICY) -> Path:
+    """Write the model alone (weights + model config) to ``run/name`` (policy.pt) atomically."""
     from hlsm.policy import _base
 
     base = _base(model)
-    path = Path(run) / POLICY
+    path = Path(run) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"model": base.state_dict(), "model_config": base.config.to_dict(), **(extra or {})}
     save_checkpoint(path, payload)
     return path
+
+
+def snapshot_name(step: int) -> str:
+    """Where ``train(..., snapshot_every=N)`` keeps the policy after ``step`` updates (0: the start)."""
+    return f"{SNAPSHOTS}/step-{step:06d}.pt"
+
+
+def snapshots(run: str | Path) -> dict[int, Path]:
+    """step -> snapshot file of a run trained with ``snapshot_every`` (empty when it kept none)."""
+    d = Path(run) / SNAPSHOTS
+    return {int(p.stem.split("-")[1]): p for p in sorted(d.glob("step-*.pt"))} if d.exists() else {}
 
 
 def load_policy(source: str | Path, device="cpu"):

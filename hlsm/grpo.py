@@ -56,6 +56,7 @@ from hlsm.checkpoint import (
     read_config,
     save_checkpoint,
     save_policy,
+    snapshot_name,
 )
 from hlsm.distributed import (
     DistInfo,
@@ -648,8 +649,13 @@ def _eval_line(rows, step: int, m: dict) -> tuple[dict, str]:
     return {f"eval/{k}": v for k, v in accs.items()}, f"step {step}: {reward}| acc {text}"
 
 
-def train(cfg: GRPOConfig, out, resume: bool = False, progress: bool = True) -> GRPOResult:
-    """Run (or with ``resume``, continue) GRPO from the SFT run ``cfg.init`` into ``out``."""
+def train(cfg: GRPOConfig, out, resume: bool = False, progress: bool = True,
+          snapshot_every: int = 0) -> GRPOResult:
+    """Run (or with ``resume``, continue) GRPO from the SFT run ``cfg.init`` into ``out``.
+
+    ``snapshot_every`` > 0 also keeps the policy at step 0 and every that many steps under
+    ``out/snapshots/`` (not part of the config: it does not change the run).
+    """
     from tqdm import tqdm
 
     from hlsm.evaluate import evaluate, write_csv
@@ -689,6 +695,8 @@ def train(cfg: GRPOConfig, out, resume: bool = False, progress: bool = True) -> 
 
         if start == 0:
             rows = run_eval(0)  # the base policy: p0 per support and per module before RL
+            if snapshot_every and main:
+                save_policy(out, trainer.model, {"step": 0}, name=snapshot_name(0))
         bar = tqdm(total=cfg.steps, initial=start, disable=not (progress and main), desc="grpo",
                    dynamic_ncols=True)
         for k in range(start, cfg.steps):
@@ -705,6 +713,8 @@ def train(cfg: GRPOConfig, out, resume: bool = False, progress: bool = True) -> 
             if done % cfg.log_every == 0 or done == cfg.steps:
                 log.log(metrics)
             final = done == cfg.steps
+            if snapshot_every and main and (final or done % snapshot_every == 0):
+                save_policy(out, trainer.model, {"step": done}, name=snapshot_name(done))
             if final or (cfg.eval_every and done % cfg.eval_every == 0):
                 rows = run_eval(done, final)
             if final or (cfg.ckpt_every and done % cfg.ckpt_every == 0):

@@ -44,6 +44,7 @@ from hlsm.checkpoint import (
     save_policy,
     seed_everything,
     set_rng_state,
+    snapshot_name,
 )
 from hlsm.distributed import all_reduce_sum, barrier, cleanup, init_distributed, shard, wrap_ddp
 from hlsm.model import HLSM
@@ -328,8 +329,13 @@ def _eval_line(rows, step: int, loss: float) -> tuple[dict, str]:
     return {f"eval/{k}": v for k, v in accs.items()}, f"step {step}: loss {loss:.4f} | acc {text}"
 
 
-def train(cfg: SFTConfig, out: str | Path, resume: bool = False, progress: bool = True) -> SFTResult:
-    """Run (or with ``resume``, continue) SFT into the run directory ``out``."""
+def train(cfg: SFTConfig, out: str | Path, resume: bool = False, progress: bool = True,
+          snapshot_every: int = 0) -> SFTResult:
+    """Run (or with ``resume``, continue) SFT into the run directory ``out``.
+
+    ``snapshot_every`` > 0 also keeps the policy at step 0 and every that many steps under
+    ``out/snapshots/`` (not part of the config: it does not change the run).
+    """
     from tqdm import tqdm
 
     from hlsm.evaluate import evaluate, write_csv
@@ -401,6 +407,8 @@ def train(cfg: SFTConfig, out: str | Path, resume: bool = False, progress: bool 
         barrier(dist)
         return rows
 
+    if snapshot_every and main and start == 0:
+        save_policy(out, model, {"step": 0}, name=snapshot_name(0))
     bar = tqdm(total=cfg.steps, initial=start, disable=not (progress and main), desc="sft")
     loss_value, rows, t0, tokens = float("nan"), [], time.perf_counter(), 0
     for step in range(start, cfg.steps):
@@ -448,6 +456,8 @@ def train(cfg: SFTConfig, out: str | Path, resume: bool = False, progress: bool 
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
             t0, tokens = time.perf_counter(), 0
         final = done == cfg.steps
+        if snapshot_every and main and (final or done % snapshot_every == 0):
+            save_policy(out, model, {"step": done}, name=snapshot_name(done))
         if final or (cfg.eval_every and done % cfg.eval_every == 0):
             rows = run_eval(done, loss_value, final)
         if final or (cfg.ckpt_every and done % cfg.ckpt_every == 0):

@@ -585,39 +585,57 @@ def heldout_split(
     depth: int = 3,
     rl: tuple[int, int] = (0, 500),
     test: tuple[int, int] = (500, N_BUCKETS),
+    skills: tuple[str, ...] = SKILL_NAMES,
+    routings: tuple[str, ...] = ROUTING_NAMES,
     partition_seed: int = 0,
     input_len: tuple[int, int] = (4, 6),
     alphabet: str = "abcdef",
 ) -> Split:
     """Skills or routings held out of SFT, then reintroduced in RL as atoms or in compositions.
 
-    ``heldout`` names skills or routings (not both). SFT (``sft`` compounds at ``depth`` and
-    ``atoms``) never uses them. RL reintroduces them either as atoms (``rl_atoms``: L = 1 items
-    using a held-out module) or inside compositions (``rl_composed``: compounds using one, from
-    the ``rl`` bucket range). Evaluation: ``unseen`` compounds using a held-out module from the
-    ``test`` bucket range (never in any training support), and ``seen`` SFT compounds on fresh
-    inputs (forgetting).
+    ``heldout`` names skills or routings (not both) from the inventory ``skills`` x ``routings``.
+    The SFT compositions (``sft``, at ``depth``) and ``atoms`` never use them. RL reintroduces them
+    either as atoms (``rl_atoms``: L = 1 items using a held-out module) or inside compositions
+    (``rl_composed``: compounds using one, from the ``rl`` bucket range). ``heldout_atoms`` is the
+    same set as ``rl_atoms``, named for use as SFT data: a from-scratch policy that never saw a
+    module cannot be rewarded for it (p0 = 0), so fig2/fig3 let SFT teach the module in isolation
+    and ask whether RL makes it composable. Evaluation: ``unseen`` compounds using a held-out
+    module from the ``test`` bucket range (never in any training support), ``rl_prompts`` (the
+    ``rl_composed`` compositions on fresh inputs), ``heldout_atoms`` (fresh inputs) and ``seen``
+    SFT compounds on fresh inputs (forgetting).
     """
     heldout = tuple(heldout)
+    skills, routings = check_skills(skills), check_routings(routings)
     is_skill = [h in SKILLS for h in heldout]
     if not heldout or not (all(is_skill) or not any(is_skill)):
         raise ValueError(f"heldout must name skills only or routings only, got {heldout!r}")
     if not all(is_skill):
         check_routings(heldout)
-    kept_skills = tuple(s for s in SKILL_NAMES if s not in heldout)
-    kept_routings = tuple(r for r in ROUTING_NAMES if r not in heldout)
+    inventory = skills if all(is_skill) else routings
+    missing = [h for h in heldout if h not in inventory]
+    if missing:
+        raise ValueError(f"heldout {missing!r} not in the inventory {inventory!r}")
+    kept_skills = tuple(s for s in skills if s not in heldout)
+    kept_routings = tuple(r for r in routings if r not in heldout)
+    if not kept_skills or not kept_routings:
+        raise ValueError(f"heldout {heldout!r} leaves no module of its kind for SFT")
     common = dict(partition_seed=partition_seed, input_len=tuple(input_len), alphabet=alphabet)
     train_in = dict(common, input_buckets=TRAIN_INPUTS)
     eval_in = dict(common, input_buckets=EVAL_INPUTS)
+    kept = dict(skills=kept_skills, routings=kept_routings)
+    full = dict(skills=skills, routings=routings, require=heldout)
     train = {
-        "sft": Support(depths=(depth,), skills=kept_skills, routings=kept_routings, **train_in),
-        "atoms": Support(depths=(1,), skills=kept_skills, routings=kept_routings, **train_in),
-        "rl_atoms": Support(depths=(1,), require=heldout, **train_in),
-        "rl_composed": Support(depths=(depth,), require=heldout, buckets=rl, **train_in),
+        "sft": Support(depths=(depth,), **kept, **train_in),
+        "atoms": Support(depths=(1,), **kept, **train_in),
+        "heldout_atoms": Support(depths=(1,), **full, **train_in),
+        "rl_atoms": Support(depths=(1,), **full, **train_in),
+        "rl_composed": Support(depths=(depth,), buckets=rl, **full, **train_in),
     }
     evals = {
-        "unseen": Support(depths=(depth,), require=heldout, buckets=test, **eval_in),
-        "seen": Support(depths=(depth,), skills=kept_skills, routings=kept_routings, **eval_in),
+        "unseen": Support(depths=(depth,), buckets=test, **full, **eval_in),
+        "rl_prompts": Support(depths=(depth,), buckets=rl, **full, **eval_in),
+        "heldout_atoms": Support(depths=(1,), **full, **eval_in),
+        "seen": Support(depths=(depth,), **kept, **eval_in),
     }
     return Split(
         name=f"heldout-{'-'.join(heldout)}-L{depth}-p{partition_seed}",

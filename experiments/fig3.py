@@ -1,0 +1,10 @@
+"""Figure 3 (Finding 3, held-out routings): see experiments.heldout, which fig2 and fig3 share.
+
+    python -m experiments.fig3 [--preset smoke|cpu] [--seeds 0 1 2] [--splits 0]
+"""
+
+from experiments.heldout import __doc__ as DOC
+from experiments.heldout import main
+
+if __name__ == "__main__":
+    raise SystemExit(main("fig3", doc=DOC))
