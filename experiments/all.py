@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-FIGURES = ("protocol", "fig1", "fig4")
+FIGURES = ("protocol", "fig1", "fig4", "fig7", "fig8", "fig2", "fig3", "fig5", "fig6")
 
 
 def main(argv=None) -> int:

@@ -3,8 +3,12 @@
     python -m experiments.fig2 [--preset smoke|cpu] [--seeds 0 1 2] [--splits 0]
 """
 
-from experiments.heldout import __doc__ as DOC
-from experiments.heldout import main
+from experiments import heldout
+
+
+def main(argv=None) -> int:
+    return heldout.main("fig2", argv)
+
 
 if __name__ == "__main__":
-    raise SystemExit(main("fig2", doc=DOC))
+    raise SystemExit(main())

@@ -3,8 +3,12 @@
     python -m experiments.fig3 [--preset smoke|cpu] [--seeds 0 1 2] [--splits 0]
 """
 
-from experiments.heldout import __doc__ as DOC
-from experiments.heldout import main
+from experiments import heldout
+
+
+def main(argv=None) -> int:
+    return heldout.main("fig3", argv)
+
 
 if __name__ == "__main__":
-    raise SystemExit(main("fig3", doc=DOC))
+    raise SystemExit(main())

@@ -132,3 +132,15 @@ def posthoc_eval(run: Path, split_spec: dict, supports: tuple[str, ...], n: int,
     os.replace(tmp, path)
     with open(path) as f:
         return list(csv.DictReader(f))
+
+
+def cached_json(run: Path, kind: str, args: dict, compute, *call_args):
+    """``compute(*call_args)``'s JSON-able result, cached in the run directory by a hash of ``kind`` and ``args``."""
+    path = Path(run) / f"{kind}-{config_key(kind, args)}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    value = compute(*call_args)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, default=float))
+    os.replace(tmp, path)
+    return value

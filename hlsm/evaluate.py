@@ -8,7 +8,8 @@ Each row is one (support, by, group): ``by`` is "all", "depth", "composition" or
 ``group`` the depth / composition / module name. Metrics are means over the group's items:
 ``answer`` (greedy exact answer, ``hlsm.text.score``), ``format`` and ``structure`` (the other
 ``hlsm.text.REWARDS``), ``step`` (fraction of trace steps whose shown value is right; for a
-module row only the steps that use that module) and ``pass@k`` (unbiased estimator over
+module row only the steps that use that module), ``right_answer_wrong_trace`` (items whose answer
+is right but some shown step is wrong) and ``pass@k`` (unbiased estimator over
 ``samples`` sampled completions at ``temperature``).
 """
 
@@ -134,6 +135,10 @@ def summarize(records: list[dict], support: str, by: tuple[str, ...] = BY) -> li
             row[k] = sum(rec[k] for rec, _ in members) / len(members)
         flat = [ok for _, steps in members if steps is not None for ok in steps]
         row["step"] = sum(flat) / len(flat) if flat else float("nan")
+        # right answer, wrong trace: outcome-only reward cannot tell these from faithful solutions
+        traced = [(rec, steps) for rec, steps in members if steps is not None]
+        row["right_answer_wrong_trace"] = (sum(rec["answer"] == 1.0 and not all(steps) for rec, steps in traced)
+                                           / len(traced) if traced else float("nan"))
         rows.append(row)
     return rows
 

@@ -84,6 +84,18 @@ def test_summarize_groups_by_depth_composition_and_module():
         summarize(recs, "mix", by=("skill",))
 
 
+def test_right_answer_wrong_trace_counts_unfaithful_solutions():
+    a = HLSM(depth=2, seed=0, compositions=[(("chain", "reverse"), ("chain", "shift_up"))]).sample(3)
+    unfaithful = a[0].completion.replace(a[0].steps[0].value, "zz", 1)  # wrong step 1, right answer
+    assert REWARDS["answer"](a[0], unfaithful) == 1.0
+    recs = [record(a[0], unfaithful), record(a[1], a[1].completion), record(a[2], "#nope")]
+    row = lookup(summarize(recs, "s"), "s")
+    assert row["right_answer_wrong_trace"] == pytest.approx(1 / 3)  # a wrong answer is not counted
+    ans = HLSM(depth=2, seed=0, skills=SKILLS, routings=("chain",), fmt="answer")[0]
+    row = lookup(summarize([record(ans, ans.completion)], "s"), "s")
+    assert row["right_answer_wrong_trace"] != row["right_answer_wrong_trace"]  # nan: no trace to check
+
+
 def test_evaluate_end_to_end_and_csv(tmp_path):
     common = dict(depths=(2,), skills=SKILLS, routings=("chain",), input_len=(4, 5), alphabet="abcd")
     split = Split("t", train={"sft": Support(input_buckets=TRAIN_INPUTS, **common)},

@@ -120,3 +120,25 @@ def test_restrict_and_sample_compositions_are_deterministic():
     assert len(small.compositions) == 40 and small.compositions == sup.restrict(40, seed=1).compositions
     assert all(sup.contains(c) for c in small.compositions)
     assert {ex.composition for ex in HLSM(support=small, seed=0).sample(2000)} == set(small.compositions)
+
+
+def test_heldout_split_within_an_inventory():
+    skills = ("reverse", "rotate_left", "swap_pairs", "atbash")
+    split = hlsm.heldout_split(("atbash",), depth=2, skills=skills, routings=("chain",))
+    sft = split.support("sft").enumerate()
+    assert len(sft) == 9 and all("atbash" not in (s for _, s in c) for c in sft)  # 3 kept skills squared
+    atoms = split.support("heldout_atoms").enumerate()
+    assert atoms == split.support("rl_atoms").enumerate() == [(("chain", "atbash"),)]
+    for name in ("unseen", "rl_prompts"):
+        comps = split.support(name).enumerate()
+        assert comps and all(any(s == "atbash" for _, s in c) for c in comps)
+        assert all(s in skills for c in comps for _, s in c)
+    assert not set(split.support("unseen").enumerate()) & set(split.support("rl_composed").enumerate())
+    assert len(split.support("unseen").enumerate()) + len(split.support("rl_composed").enumerate()) == 16 - 9
+    routed = hlsm.heldout_split(("twice",), depth=2, skills=skills[:2], routings=("chain", "twice"))
+    assert all(r == "chain" for c in routed.support("sft").enumerate() for r, _ in c)
+    assert {c[0][0] for c in routed.support("heldout_atoms").enumerate()} == {"twice"}
+    with pytest.raises(ValueError, match="not in the inventory"):
+        hlsm.heldout_split(("riffle",), skills=skills)
+    with pytest.raises(ValueError, match="leaves no module"):
+        hlsm.heldout_split(("chain",), routings=("chain",))

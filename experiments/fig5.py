@@ -1,0 +1,188 @@
+"""Figure 5 (probes): do the layers identify the latent skills and routings, before and after RL?
+
+    python -m experiments.fig5 [--preset smoke|cpu] [--seeds 0 1 2] [--splits 0]
+
+Skills: the protocol study's runs (SFT base, SFT + GRPO, labelled control) on its chain-only task
+(8 skills). Routings: fig3's runs (SFT base, composed GRPO, composed control) on its task (6 skills
+x chain / twice / map_halves, one routing held out of SFT's compositions). Beside each, a
+random-init model of the same shape and seed. Per layer, with probes.linear at the position
+*before* each step's value (no surface leakage of the step's own output): the identification
+score (chance-corrected Hungarian-matched accuracy) and selectivity (accuracy minus a control
+task on surface tokens) of a probe trained on compositions the run trained on, tested on held-out
+examples of those (``seen``) and on compositions it never trained on (``unseen``). Causal: the
+interchange rate of patching step t's module token in the prompt with a twin module's at each
+layer (probes.causal), on unseen items. Mean over (split, seed) units with 95% t-intervals; the
+probe results are cached in each run directory.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from experiments import heldout, protocol
+from experiments.report import figure_parser, mean_ci, provenance, save_figure, write_csv, write_json
+from experiments.runs import cached_json
+
+N_ITEMS = {"smoke": 16, "cpu": 192}  # items per probe support
+N_CAUSAL = {"smoke": 8, "cpu": 96}  # unseen items patched per (layer, t): causal patching regenerates
+MODELS = ("random", "sft", "rl", "control")
+LABELS = {"random": "random init", "sft": "SFT", "rl": "SFT + GRPO", "control": "SFT + labelled control"}
+TASKS = {  # target -> (condition name of sft / rl / control in its runs, probe item supports)
+    "skill": ({"sft": "sft", "rl": "grpo", "control": "control"}, ("seen", "unseen")),
+    "routing": ({"sft": "sft", "rl": "grpo_composed", "control": "control_composed"},
+                ("seen", "heldout_atoms", "rl_prompts", "unseen")),
+}
+
+
+def probe_run(run: Path, target: str, supports: tuple[str, ...], seed: int, random_init: bool, n_items: int,
+              n_causal: int) -> dict:
+    """Probe rows (per eval x layer) and causal rows (per t x layer) of one run's policy or its random twin."""
+    import torch
+
+    from hlsm.checkpoint import load_policy
+    from hlsm.model import HLSM
+    from hlsm.policy import Policy
+    from probes.activations import capture
+    from probes.causal import patch_step
+    from probes.linear import probe_report
+    from probes.report import run_data
+
+    split, fmt, g, names = run_data(run)
+    model = load_policy(run)[0]
+    if random_init:
+        torch.manual_seed(seed)
+        model = Policy(model.config).eval()
+    train = [split.train[n] for n in sorted(names) if n in split.train]
+    seen = lambda comp: any(s.contains(comp) for s in train)
+    items = [ex for s in supports for ex in HLSM(support=split.support(s), seed=seed, fmt=fmt, granularity=g,
+                                                  stream=f"probe:{s}").sample(n_items)]
+    acts = capture(model, items, ("before",), seen)
+    rows = probe_report(acts, target, seed=seed)
+    unseen = [ex for ex in items if not seen(ex.composition)][:n_causal]
+    causal = []
+    for layer in range(model.config.n_layer + 1):
+        for t in (1, 2):
+            s = patch_step(model, unseen, t, layer, target, seed=seed).summary()
+            causal.append({"layer": acts.layer_names[layer], "t": t, **s})
+    return {"probe": rows, "causal": causal, "n_rows": len(acts), "n_unseen_items": len(unseen)}
+
+
+def collect(a) -> tuple[list[dict], list[dict]]:
+    units = [(sp, s) for sp in a.splits[:1] for s in a.seeds]
+    runs = {}
+    study = protocol.StudyConfig(a.preset, tuple(a.seeds), tuple(a.splits[:1]), ("grpo",), "core", a.workers,
+                                 a.runs, a.out)
+    for r in protocol.run_study(study):
+        runs[("skill", r["split"], r["seed"], r["condition"])] = Path(a.runs) / r["run"]
+    finals = heldout.run_units("fig3", a.preset, a.splits[:1], a.seeds, a.runs, a.workers)[0] \
+        if "routing" in a.targets else []
+    for r in finals:
+        runs[("routing", r["split"], r["seed"], r["condition"])] = Path(a.runs) / r["run"]
+    probe, causal = [], []
+    for target, (conds, supports) in TASKS.items():
+        if target not in a.targets:
+            continue
+        for sp, seed in units:
+            for m in MODELS:
+                run = runs[(target, sp, seed, conds["sft" if m == "random" else m])]
+                args = {"target": target, "supports": list(supports), "seed": seed, "random": m == "random",
+                        "n": N_ITEMS[a.preset], "n_causal": N_CAUSAL[a.preset]}
+                res = cached_json(run, "fig5", args, probe_run, run, target, supports, seed, m == "random",
+                                  N_ITEMS[a.preset], N_CAUSAL[a.preset])
+                tag = {"target": target, "split": sp, "seed": seed, "model": m, "run": run.name}
+                probe += [{**tag, **r} for r in res["probe"]]
+                causal += [{**tag, **r} for r in res["causal"]]
+    return probe, causal
+
+
+def summarize(probe: list[dict], causal: list[dict]) -> list[dict]:
+    out = []
+    layers = list(dict.fromkeys(r["layer"] for r in probe))
+    for target in dict.fromkeys(r["target"] for r in probe):
+        for m in MODELS:
+            for layer in layers:
+                for ev in ("seen", "unseen"):
+                    sel = [r for r in probe if r["target"] == target and r["model"] == m and r["layer"] == layer
+                           and r["eval"] == ev]
+                    for metric in ("ident", "selectivity", "acc", "control"):
+                        mm, h, n = mean_ci([r[metric] for r in sel])
+                        out.append({"what": "probe", "target": target, "model": m, "layer": layer, "eval": ev,
+                                    "metric": metric, "mean": mm, "ci95": h, "n": n})
+                sel = [r for r in causal if r["target"] == target and r["model"] == m and r["layer"] == layer]
+                for metric in ("interchange", "follow"):
+                    per_unit = {}
+                    for r in sel:  # average over steps t within a unit, then over units
+                        per_unit.setdefault((r["split"], r["seed"]), []).append(r[metric])
+                    vals = [np.nanmean(v) if np.isfinite(v).any() else float("nan")
+                            for v in map(np.asarray, per_unit.values())]
+                    mm, h, n = mean_ci(vals)
+                    out.append({"what": "causal", "target": target, "model": m, "layer": layer, "eval": "unseen",
+                                "metric": metric, "mean": mm, "ci95": h, "n": n})
+    return out
+
+
+def plot(summary: list[dict], stem: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = list(dict.fromkeys(r["layer"] for r in summary))
+    panels = [("probe", "ident", "seen"), ("probe", "ident", "unseen"), ("probe", "selectivity", "unseen"),
+              ("causal", "interchange", "unseen")]
+    targets = list(dict.fromkeys(r["target"] for r in summary))
+    fig, axes = plt.subplots(len(targets), len(panels), figsize=(4 * len(panels), 3.3 * len(targets)), squeeze=False)
+    colors = {"random": "0.6", "sft": "tab:gray", "rl": "tab:blue", "control": "tab:green"}
+    for i, target in enumerate(targets):
+        for j, (what, metric, ev) in enumerate(panels):
+            ax = axes[i][j]
+            for m in MODELS:
+                pts = [next(r for r in summary if r["what"] == what and r["target"] == target and r["model"] == m
+                            and r["layer"] == layer and r["metric"] == metric and r["eval"] == ev)
+                       for layer in layers]
+                ys = np.array([p["mean"] for p in pts], float)
+                hs = np.nan_to_num(np.array([p["ci95"] for p in pts], float))
+                ax.errorbar(range(len(layers)), ys, yerr=hs, color=colors[m], marker="o", ms=3, capsize=2,
+                            label=LABELS[m], ls="--" if m == "random" else "-")
+            ax.set_xticks(range(len(layers)), layers, fontsize=7)
+            ax.set_ylim(-0.2 if metric == "selectivity" else 0, 1.02)
+            ax.axhline(0, color="k", lw=0.5)
+            ax.set_title(f"{target}: {metric} ({ev} compositions)", fontsize=9)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("Probes per layer: identification score (>= 0.9: identified), selectivity, causal interchange; "
+                 "mean over units, 95% t-intervals", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, stem)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = figure_parser("python -m experiments.fig5", __doc__)
+    ap.set_defaults(splits=[0])
+    ap.add_argument("--targets", nargs="+", default=list(TASKS), choices=list(TASKS), help="what to probe")
+    a = ap.parse_args(argv)
+    t0 = time.time()
+    probe, causal = collect(a)
+    summary = summarize(probe, causal)
+    out = Path(a.out)
+    write_csv(summary, out / "fig5.csv")
+    write_csv(probe, out / "fig5_probes.csv")
+    write_csv(causal, out / "fig5_causal.csv")
+    plot(summary, out / "fig5")
+    write_json({"figure": "fig5", "args": vars(a), "seeds": a.seeds, "wall_s": time.time() - t0,
+                "provenance": provenance(), "n_items_per_support": N_ITEMS[a.preset],
+                "n_causal": N_CAUSAL[a.preset], "tasks": TASKS,
+                "runs": sorted({r["run"] for r in probe}), "summary": summary}, out / "fig5.json")
+    for r in summary:
+        if r["metric"] in ("ident", "interchange") and r["eval"] == "unseen":
+            print(f"{r['target']:>8} {LABELS[r['model']]:>22} {r['layer']:>7} {r['what']:>6} {r['metric']:>11}: "
+                  f"{r['mean']:.3f} ± {r['ci95']:.3f}")
+    print(f"wall {time.time() - t0:.0f} s -> {out / 'fig5.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

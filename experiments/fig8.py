@@ -1,0 +1,228 @@
+"""Figure 8 (theory vs experiment): the identification checker's prediction against trained accuracy.
+
+    python -m experiments.fig8 [--preset smoke|cpu] [--seeds 0 1 2] [--splits 0 1]
+
+For every trained run and every target composition it never trained on, ``hlsm.identify``
+predicts from the run's training support (the compositions its SFT and, for RL and control runs,
+its RL data contained) whether the target is reachable; the run's greedy accuracy on that
+composition (cached post-hoc evaluation, ``by=composition``) says whether it was reached
+(success: accuracy >= 0.5). Runs: the protocol study's SFT base, GRPO and labelled control
+(targets: held-out compositions at L_train and deeper ones at L_train + 1) and fig2's held-out
+skill runs (targets: unseen compositions using a held-out skill; SFT saw the skill only as an
+atom, RL reintroduced it as atoms or inside compositions).
+
+Every interface key (``module``, ``skill-skill``, ``skill-routing``) with tied or positional units
+is scored; the checker's default (``module``, tied) is the primary prediction, fixed before
+looking. Reported per criterion: AUROC of the binary prediction and of a graded one (mean of the
+fractions of needed units identified and needed interfaces covered) against success, with 95%
+bootstrap intervals over runs, and the mean accuracy of predicted-reachable vs -unreachable targets.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from experiments import heldout, protocol
+from experiments.report import figure_parser, provenance, save_figure, write_csv, write_json
+from experiments.runs import posthoc_eval
+from hlsm.identify import INTERFACES, identify, interfaces_of, units_of
+from hlsm.sft import make_split
+
+CRITERIA = [(key, pos) for key in INTERFACES for pos in (False, True)]
+PRIMARY = ("module", False)
+SUCCESS = 0.5  # a target counts as reached when the run's accuracy on it is at least this
+POSTHOC_N = 512  # items per target support (about 23 per held-out composition at L_train)
+
+
+def criterion_name(key: str, positional: bool) -> str:
+    return f"{key}{' positional' if positional else ''}"
+
+
+def parse_composition(name: str):
+    """Inverse of hlsm.evaluate.composition_name: 'chain.reverse+chain.shift_up' -> composition."""
+    return tuple(tuple(step.split(".")) for step in name.split("+"))
+
+
+def support_compositions(split, names) -> list:
+    return list(dict.fromkeys(c for n in names for c in split.support(n).enumerate()))
+
+
+def run_sources(a) -> list[dict]:
+    """Every run to score: its directory, training supports and target supports."""
+    study = protocol.StudyConfig(a.preset, tuple(a.seeds), tuple(a.splits), ("grpo",), "core", a.workers, a.runs,
+                                 a.out)
+    srcs = []
+    for r in protocol.run_study(study):
+        if r["support"] != "unseen" or r["condition"] not in ("sft", "grpo", "control"):
+            continue
+        spec = dict(protocol.PRESETS[a.preset]["split"], partition_seed=r["split"])
+        train = ("sft", "atoms") + (("rl",) if r["condition"] != "sft" else ())
+        srcs.append({"source": "protocol", "split": r["split"], "seed": r["seed"], "condition": r["condition"],
+                     "run": Path(a.runs) / r["run"], "spec": spec, "train": train, "targets": ("unseen", "deeper")})
+    finals, _ = heldout.run_units("fig2", a.preset, a.splits[:1], a.seeds, a.runs, a.workers)
+    for r in finals:
+        if r["support"] != "unseen":
+            continue
+        arm = r["condition"].split("_")[-1]
+        train = ("sft", "atoms", "heldout_atoms") + ((heldout.ARMS[arm],) if r["condition"] != "sft" else ())
+        srcs.append({"source": "fig2", "split": r["split"], "seed": r["seed"], "condition": r["condition"],
+                     "run": Path(a.runs) / r["run"], "spec": heldout.split_spec("fig2", r["split"], a.preset),
+                     "train": train, "targets": ("unseen",)})
+    return srcs
+
+
+def predictions(sources: list[dict]) -> list[dict]:
+    """One row per (run, target composition): accuracy, success and every criterion's prediction."""
+    rows, cache = [], {}
+    for s in sources:
+        split = make_split(s["spec"])
+        comps = support_compositions(split, s["train"])
+        acc = posthoc_eval(s["run"], s["spec"], s["targets"], n=POSTHOC_N, seed=s["seed"], by=("composition",))
+        targets = [(e["support"], parse_composition(e["group"]), float(e["answer"]), int(e["n"])) for e in acc]
+        depth = max(len(c) for _, c, _, _ in targets)
+        idents = {}
+        for key, pos in CRITERIA:
+            ck = (frozenset(comps), key, pos, depth)
+            if ck not in cache:
+                cache[ck] = identify(comps, interface=key, positional=pos, max_depth=depth if pos else None)
+            idents[(key, pos)] = cache[ck]
+        for sup, comp, a, n in targets:
+            row = {"source": s["source"], "split": s["split"], "seed": s["seed"], "condition": s["condition"],
+                   "run": s["run"].name, "target_set": sup, "composition": "+".join(f"{r}.{k}" for r, k in comp),
+                   "depth": len(comp), "n_items": n, "accuracy": a, "success": int(a >= SUCCESS)}
+            for (key, pos), ident in idents.items():
+                reach = ident.reach(comp)
+                needed_u = {u for c in units_of(comp, pos).values() for u in c}
+                needed_i = interfaces_of(comp, key)
+                frac_u = 1 - len(reach.unidentified) / len(needed_u)
+                frac_i = 1 - len(reach.uncovered) / len(needed_i) if needed_i else 1.0
+                name = criterion_name(key, pos)
+                row[f"pred[{name}]"] = int(reach.reachable)
+                row[f"score[{name}]"] = (frac_u + frac_i) / 2
+            rows.append(row)
+    return rows
+
+
+def auroc(score, label) -> float:
+    """P(score of a success > score of a failure), ties counted half; nan without both classes."""
+    score, label = np.asarray(score, float), np.asarray(label, bool)
+    pos, neg = score[label], score[~label]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    greater = (pos[:, None] > neg[None, :]).mean()
+    ties = (pos[:, None] == neg[None, :]).mean()
+    return float(greater + 0.5 * ties)
+
+
+def bootstrap_auroc(rows: list[dict], col: str, reps: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    """AUROC on all rows and a 95% percentile interval from resampling runs (clusters) with replacement."""
+    runs = sorted({r["run"] for r in rows})
+    by_run = {u: ([r[col] for r in rows if r["run"] == u], [r["success"] for r in rows if r["run"] == u])
+              for u in runs}
+    point = auroc([r[col] for r in rows], [r["success"] for r in rows])
+    rng = np.random.default_rng(seed)
+    stats = []
+    for _ in range(reps):
+        pick = rng.integers(0, len(runs), len(runs))
+        s = [x for i in pick for x in by_run[runs[i]][0]]
+        y = [x for i in pick for x in by_run[runs[i]][1]]
+        v = auroc(s, y)
+        if v == v:
+            stats.append(v)
+    lo, hi = (np.percentile(stats, [2.5, 97.5]) if stats else (float("nan"), float("nan")))
+    return point, float(lo), float(hi)
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    out = []
+    scopes = {"all": rows}
+    for src in dict.fromkeys(r["source"] for r in rows):
+        for ts in dict.fromkeys(r["target_set"] for r in rows if r["source"] == src):
+            scopes[f"{src}:{ts}"] = [r for r in rows if r["source"] == src and r["target_set"] == ts]
+    for scope, sel in scopes.items():
+        for key, pos in CRITERIA:
+            name = criterion_name(key, pos)
+            b = bootstrap_auroc(sel, f"pred[{name}]")
+            g = bootstrap_auroc(sel, f"score[{name}]")
+            yes = [r["accuracy"] for r in sel if r[f"pred[{name}]"]]
+            no = [r["accuracy"] for r in sel if not r[f"pred[{name}]"]]
+            out.append({"scope": scope, "criterion": name, "primary": (key, pos) == PRIMARY, "targets": len(sel),
+                        "successes": sum(r["success"] for r in sel), "predicted_reachable": len(yes),
+                        "auroc": b[0], "auroc_lo": b[1], "auroc_hi": b[2],
+                        "auroc_graded": g[0], "auroc_graded_lo": g[1], "auroc_graded_hi": g[2],
+                        "acc_if_reachable": float(np.mean(yes)) if yes else float("nan"),
+                        "acc_if_unreachable": float(np.mean(no)) if no else float("nan")})
+    return out
+
+
+def plot(summary: list[dict], rows: list[dict], stem: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [criterion_name(k, p) for k, p in CRITERIA]
+    scopes = list(dict.fromkeys(s["scope"] for s in summary))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
+    w = 0.8 / len(scopes)
+    cmap = plt.get_cmap("tab10")
+    for ax, col, title in ((axes[0], "auroc", "AUROC: binary prediction"),
+                           (axes[1], "auroc_graded", "AUROC: graded prediction")):
+        for j, sc in enumerate(scopes):
+            rs = [next(s for s in summary if s["scope"] == sc and s["criterion"] == n) for n in names]
+            xs = [i + (j - (len(scopes) - 1) / 2) * w for i in range(len(names))]
+            ys = [r[col] for r in rs]
+            lo = [0 if y != y or r[f"{col}_lo"] != r[f"{col}_lo"] else y - r[f"{col}_lo"] for y, r in zip(ys, rs)]
+            hi = [0 if y != y or r[f"{col}_hi"] != r[f"{col}_hi"] else r[f"{col}_hi"] - y for y, r in zip(ys, rs)]
+            ax.bar(xs, [0 if y != y else y for y in ys], w, yerr=[lo, hi], capsize=2, color=cmap(j), label=sc)
+        ax.axhline(0.5, color="k", lw=0.8, ls=":")
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
+        ax.set_ylim(0, 1)
+        ax.set_title(title + " (0.5: chance; primary: module)", fontsize=9)
+    axes[0].legend(fontsize=7)
+    ax = axes[2]  # the primary criterion's graded score against accuracy, per (run, target)
+    col = f"score[{criterion_name(*PRIMARY)}]"
+    for j, sc in enumerate(scopes[1:]):
+        src, ts = sc.split(":")
+        sel = [r for r in rows if r["source"] == src and r["target_set"] == ts]
+        jitter = np.random.default_rng(j).uniform(-0.015, 0.015, len(sel))
+        ax.scatter([r[col] + d for r, d in zip(sel, jitter)], [r["accuracy"] for r in sel], s=6, alpha=0.35,
+                   color=cmap(j + 1), label=sc)
+    ax.set_xlabel("graded prediction (module key): identified / covered fraction")
+    ax.set_ylabel("trained accuracy on the composition")
+    ax.legend(fontsize=7)
+    ax.set_title("per (run, unseen composition)", fontsize=9)
+    fig.suptitle("Theory vs experiment: identification checker's prediction vs trained accuracy", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, stem)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    a = figure_parser("python -m experiments.fig8", __doc__).parse_args(argv)
+    t0 = time.time()
+    rows = predictions(run_sources(a))
+    summary = summarize(rows)
+    out = Path(a.out)
+    write_csv(summary, out / "fig8.csv")
+    write_csv(rows, out / "fig8_targets.csv")
+    plot(summary, rows, out / "fig8")
+    write_json({"figure": "fig8", "args": vars(a), "seeds": a.seeds, "wall_s": time.time() - t0,
+                "provenance": provenance(), "success_threshold": SUCCESS, "posthoc_n": POSTHOC_N,
+                "primary": criterion_name(*PRIMARY), "runs": sorted({r["run"] for r in rows}),
+                "summary": summary}, out / "fig8.json")
+    for s in summary:
+        print(f"{s['scope']:>18} {s['criterion']:>26}{'*' if s['primary'] else ' '}: n={s['targets']:4d} "
+              f"succ={s['successes']:4d} pred={s['predicted_reachable']:4d}  AUROC {s['auroc']:.3f} "
+              f"[{s['auroc_lo']:.3f}, {s['auroc_hi']:.3f}]  graded {s['auroc_graded']:.3f} "
+              f"[{s['auroc_graded_lo']:.3f}, {s['auroc_graded_hi']:.3f}]  acc reach/unreach "
+              f"{s['acc_if_reachable']:.3f}/{s['acc_if_unreachable']:.3f}")
+    print(f"wall {time.time() - t0:.0f} s -> {out / 'fig8.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
