@@ -27,7 +27,7 @@ from experiments.report import figure_parser, mean_ci, provenance, save_figure, 
 from experiments.runs import cached_json
 
 N_ITEMS = {"smoke": 16, "cpu": 192}  # items per probe support
-N_CAUSAL = {"smoke": 8, "cpu": 96}  # unseen items patched per (layer, t): causal patching regenerates
+N_CAUSAL = {"smoke": 8, "cpu": 64}  # unseen items patched per (layer, t): causal patching regenerates
 MODELS = ("random", "sft", "rl", "control")
 LABELS = {"random": "random init", "sft": "SFT", "rl": "SFT + GRPO", "control": "SFT + labelled control"}
 TASKS = {  # target -> (condition name of sft / rl / control in its runs, probe item supports)
@@ -77,8 +77,8 @@ def collect(a) -> tuple[list[dict], list[dict]]:
                                  a.runs, a.out)
     for r in protocol.run_study(study):
         runs[("skill", r["split"], r["seed"], r["condition"])] = Path(a.runs) / r["run"]
-    finals = heldout.run_units("fig3", a.preset, a.splits[:1], a.seeds, a.runs, a.workers)[0] \
-        if "routing" in a.targets else []
+    finals = heldout.run_units("fig3", a.preset, a.splits[:1], a.seeds, a.runs, a.workers,
+                               conditions=tuple(TASKS["routing"][0].values()))[0] if "routing" in a.targets else []
     for r in finals:
         runs[("routing", r["split"], r["seed"], r["condition"])] = Path(a.runs) / r["run"]
     probe, causal = [], []

@@ -62,7 +62,8 @@ def run_sources(a) -> list[dict]:
         train = ("sft", "atoms") + (("rl",) if r["condition"] != "sft" else ())
         srcs.append({"source": "protocol", "split": r["split"], "seed": r["seed"], "condition": r["condition"],
                      "run": Path(a.runs) / r["run"], "spec": spec, "train": train, "targets": ("unseen", "deeper")})
-    finals, _ = heldout.run_units("fig2", a.preset, a.splits[:1], a.seeds, a.runs, a.workers)
+    finals, _ = heldout.run_units("fig2", a.preset, a.splits[:1], a.seeds, a.runs, a.workers,
+                                  conditions=heldout.CONDITIONS[:5])  # without replay
     for r in finals:
         if r["support"] != "unseen":
             continue

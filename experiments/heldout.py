@@ -11,7 +11,10 @@ here means "held out of SFT's compositions". From that base, four continuations 
 - ``grpo_atoms`` / ``grpo_composed``: GRPO whose prompts reintroduce the held-out modules as atoms
   (``rl_atoms``) or inside depth-L compositions (``rl_composed``);
 - ``control_atoms`` / ``control_composed``: continued SFT with labels on exactly those prompt
-  streams (same updates, prompts per update and learning rate), the comparison RL must win.
+  streams (same updates, prompts per update and learning rate), the comparison RL must win;
+- the same four with ``+replay``: each step also trains on labelled SFT sequences (half as many as
+  RL prompts; GRPO's replay NLL term, the control's batch mix), the protocol study's best guard
+  against forgetting.
 
 Every continuation is scored every ``eval_every`` steps on the same items: ``unseen`` (compositions
 using a held-out module that no run trains on: the claim's set), ``rl_prompts`` (the composed
@@ -33,7 +36,9 @@ from hlsm.sft import DEFAULT_SPLIT, SFTConfig
 
 SUPPORTS = ("unseen", "rl_prompts", "heldout_atoms", "seen")
 ARMS = {"atoms": "rl_atoms", "composed": "rl_composed"}  # reintroduction arm -> the split's RL support
-CONDITIONS = ("sft", "grpo_atoms", "grpo_composed", "control_atoms", "control_composed")
+REPLAY = 0.5  # "+replay" conditions: labelled SFT sequences per step, as a fraction of the RL prompts
+CONDITIONS = ("sft", "grpo_atoms", "grpo_composed", "control_atoms", "control_composed", "grpo_atoms+replay",
+              "grpo_composed+replay", "control_atoms+replay", "control_composed+replay")
 
 # Per figure: which modules each split index holds out (cycled), from which inventory.
 SKILLS = tuple(DEFAULT_SPLIT["skills"])
@@ -42,7 +47,9 @@ SETUPS = {
                                         ("reverse", "shift_up")],
                  skills=SKILLS, routings=("chain",)),
     "fig3": dict(kind="routing", heldout=[("map_halves",), ("twice",)],
-                 skills=SKILLS[:6], routings=("chain", "twice", "map_halves")),
+                 skills=SKILLS[:6], routings=("chain", "twice", "map_halves"),
+                 # 144 SFT compositions x 3 routings: at 1,500 updates the base reached only 42% on them
+                 sft_steps={"cpu": 3000}),
 }
 PRESETS = {
     "smoke": dict(sft=dict(preset="smoke", steps=60, batch_size=16, lr=3e-3, warmup_steps=10, eval_n=24),
@@ -71,27 +78,35 @@ def unit_configs(figure: str, preset: str, split: int, seed: int) -> dict[str, t
     """condition -> (kind, config) for one unit; kind is sft | grpo | control (inits filled in later)."""
     p = PRESETS[preset]
     spec = split_spec(figure, split, preset)
-    base = SFTConfig(**p["sft"], split=spec, seed=seed, train_supports=dict(SFT_MIX), eval_supports=SUPPORTS,
-                     eval_every=0, ckpt_every=max(1, p["sft"]["steps"] // 4), device="auto")
+    sft_kw = dict(p["sft"], steps=SETUPS[figure].get("sft_steps", {}).get(preset, p["sft"]["steps"]))
+    base = SFTConfig(**sft_kw, split=spec, seed=seed, train_supports=dict(SFT_MIX), eval_supports=SUPPORTS,
+                     eval_every=0, ckpt_every=max(1, sft_kw["steps"] // 4), device="auto")
     g = p["grpo"]
     out = {"sft": ("sft", base)}
-    for arm, support in ARMS.items():
-        out[f"grpo_{arm}"] = ("grpo", GRPOConfig(**g, seed=seed, rl_support=support, eval_supports=SUPPORTS,
-                                                 ckpt_every=max(1, g["steps"] // 4), log_every=1))
-        out[f"control_{arm}"] = ("control", SFTConfig(
-            preset=base.preset, split=spec, seed=seed, train_supports={support: 1.0}, eval_supports=SUPPORTS,
-            steps=g["steps"], batch_size=g["prompts_per_step"], lr=g["lr"], warmup_steps=0, min_lr_ratio=1.0,
-            eval_every=g["eval_every"], eval_n=g["eval_n"], ckpt_every=max(1, g["steps"] // 4), device="auto"))
+    for replay in (0.0, REPLAY):
+        tag = "+replay" if replay else ""
+        for arm, support in ARMS.items():
+            out[f"grpo_{arm}{tag}"] = ("grpo", GRPOConfig(
+                **g, seed=seed, rl_support=support, replay_fraction=replay, replay_support="sft",
+                eval_supports=SUPPORTS, ckpt_every=max(1, g["steps"] // 4), log_every=1))
+            # the control sees the same RL prompts per update, plus the same share of replayed SFT data
+            mix = {support: 1.0, "sft": replay} if replay else {support: 1.0}
+            out[f"control_{arm}{tag}"] = ("control", SFTConfig(
+                preset=base.preset, split=spec, seed=seed, train_supports=mix, eval_supports=SUPPORTS,
+                steps=g["steps"], batch_size=round(g["prompts_per_step"] * (1 + replay)), lr=g["lr"], warmup_steps=0,
+                min_lr_ratio=1.0, eval_every=g["eval_every"], eval_n=g["eval_n"], ckpt_every=max(1, g["steps"] // 4),
+                device="auto"))
     return out
 
 
-def run_units(figure: str, preset: str, splits, seeds, runs="runs", workers: int = 0,
-              progress: bool = True) -> tuple[list[dict], list[dict]]:
-    """Train (or re-use) every run; returns (final rows, curve rows)."""
+def run_units(figure: str, preset: str, splits, seeds, runs="runs", workers: int = 0, progress: bool = True,
+              conditions: tuple[str, ...] = CONDITIONS) -> tuple[list[dict], list[dict]]:
+    """Train (or re-use) the runs of ``conditions`` (the SFT base always); returns (final rows, curve rows)."""
+    conditions = ("sft", *(c for c in conditions if c != "sft"))
     units = [(sp, s) for sp in splits for s in seeds]
     plans = {u: unit_configs(figure, preset, *u) for u in units}
     base_dirs = dict(zip(units, run_all([("sft", plans[u]["sft"][1]) for u in units], runs, workers, progress)))
-    later = [(u, n) for u in units for n in CONDITIONS[1:]]
+    later = [(u, n) for u in units for n in conditions[1:]]
     for u, n in later:
         plans[u][n][1].init = str(base_dirs[u])
     dirs = dict(zip(later, run_all([("grpo" if plans[u][n][0] == "grpo" else "sft", plans[u][n][1])
@@ -100,7 +115,7 @@ def run_units(figure: str, preset: str, splits, seeds, runs="runs", workers: int
     for u in units:
         held = "+".join(split_spec(figure, u[0], preset)["heldout"])
         start = {}  # step-0 accuracies: the GRPO run's evaluation of the base (same items as every run)
-        for n in CONDITIONS:
+        for n in conditions:
             run = base_dirs[u] if n == "sft" else dirs[(u, n)]
             acc = {r["support"]: float(r["answer"]) for r in read_csv(run / "eval.csv") if r["by"] == "all"}
             for sup in SUPPORTS:
@@ -120,9 +135,9 @@ def run_units(figure: str, preset: str, splits, seeds, runs="runs", workers: int
     return finals, curves
 
 
-CLAIMS = (("grpo_composed", "grpo_atoms"), ("grpo_composed", "control_composed"),
-          ("grpo_atoms", "control_atoms"), ("control_composed", "control_atoms"),
-          ("grpo_composed", "sft"), ("grpo_atoms", "sft"))
+CLAIMS = tuple((a + tag, b + (tag if b != "sft" else "")) for tag in ("", "+replay") for a, b in (
+    ("grpo_composed", "grpo_atoms"), ("grpo_composed", "control_composed"), ("grpo_atoms", "control_atoms"),
+    ("control_composed", "control_atoms"), ("grpo_composed", "sft"), ("grpo_atoms", "sft")))
 
 
 def summarize(finals: list[dict], curves: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
@@ -160,23 +175,24 @@ def plot(curve: list[dict], figure: str, stem: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(SUPPORTS), figsize=(4.2 * len(SUPPORTS), 3.6), sharey=True)
-    for ax, sup in zip(axes, SUPPORTS):
-        for n, (color, ls) in STYLE.items():
-            pts = [c for c in curve if c["condition"] == n and c["support"] == sup]
-            if not pts:
-                continue
-            xs = [c["step"] for c in pts]
-            ys = [100 * c["mean"] for c in pts]
-            hs = [0 if c["ci95"] != c["ci95"] else 100 * c["ci95"] for c in pts]
-            ax.plot(xs, ys, color=color, ls=ls, label=n.replace("_", " "))
-            ax.fill_between(xs, [y - h for y, h in zip(ys, hs)], [y + h for y, h in zip(ys, hs)], color=color,
-                            alpha=0.12)
-        ax.set_title(TITLES[sup], fontsize=9)
-        ax.set_xlabel("RL (or control) step")
-        ax.set_ylim(0, 100)
-    axes[0].set_ylabel("greedy accuracy (%)")
-    axes[0].legend(fontsize=7)
+    fig, axes = plt.subplots(2, len(SUPPORTS), figsize=(4.2 * len(SUPPORTS), 6.8), sharey=True)
+    for row, tag in enumerate(("", "+replay")):
+        for ax, sup in zip(axes[row], SUPPORTS):
+            for n, (color, ls) in STYLE.items():
+                pts = [c for c in curve if c["condition"] == n + tag and c["support"] == sup]
+                if not pts:
+                    continue
+                xs = [c["step"] for c in pts]
+                ys = [100 * c["mean"] for c in pts]
+                hs = [0 if c["ci95"] != c["ci95"] else 100 * c["ci95"] for c in pts]
+                ax.plot(xs, ys, color=color, ls=ls, label=(n + tag).replace("_", " "))
+                ax.fill_between(xs, [y - h for y, h in zip(ys, hs)], [y + h for y, h in zip(ys, hs)], color=color,
+                                alpha=0.12)
+            ax.set_title(TITLES[sup] + (" (+ SFT replay)" if tag else ""), fontsize=9)
+            ax.set_xlabel("RL (or control) step")
+            ax.set_ylim(0, 100)
+        axes[row][0].set_ylabel("greedy accuracy (%)")
+        axes[row][0].legend(fontsize=7)
     what = "skills" if SETUPS[figure]["kind"] == "skill" else "routings"
     fig.suptitle(f"{figure}: held-out {what} reintroduced in RL as atoms vs inside compositions "
                  "(solid: GRPO, dotted: labelled control); mean over units, 95% t-band", fontsize=9)
