@@ -63,7 +63,9 @@ def probe_run(run: Path, target: str, supports: tuple[str, ...], seed: int, rand
     rows = probe_report(acts, target, seed=seed)
     unseen = [ex for ex in items if not seen(ex.composition)][:n_causal]
     causal = []
-    for layer in range(model.config.n_layer + 1):
+    # a random model is never right on an item, so its interchange rate is undefined: not patched
+    # (and it never writes the end token, so each of its generations would run to the length cap)
+    for layer in range(model.config.n_layer + 1) if not random_init else ():
         for t in (1, 2):
             s = patch_step(model, unseen, t, layer, target, seed=seed).summary()
             causal.append({"layer": acts.layer_names[layer], "t": t, **s})
@@ -111,7 +113,8 @@ def summarize(probe: list[dict], causal: list[dict]) -> list[dict]:
                         mm, h, n = mean_ci([r[metric] for r in sel])
                         out.append({"what": "probe", "target": target, "model": m, "layer": layer, "eval": ev,
                                     "metric": metric, "mean": mm, "ci95": h, "n": n})
-                sel = [r for r in causal if r["target"] == target and r["model"] == m and r["layer"] == layer]
+                sel = [r for r in causal if r["target"] == target and r["model"] == m and r["layer"] == layer
+                       and m != "random"]
                 for metric in ("interchange", "follow"):
                     per_unit = {}
                     for r in sel:  # average over steps t within a unit, then over units
