@@ -99,6 +99,11 @@ def unit_configs(figure: str, preset: str, split: int, seed: int) -> dict[str, t
     return out
 
 
+def _eval_points(run: Path) -> dict[int, dict]:
+    """step -> the metrics record holding a run's evaluation at that step."""
+    return {m["step"]: m for m in read_metrics(run) if any(k.startswith("eval/") for k in m)}
+
+
 def run_units(figure: str, preset: str, splits, seeds, runs="runs", workers: int = 0, progress: bool = True,
               conditions: tuple[str, ...] = CONDITIONS) -> tuple[list[dict], list[dict]]:
     """Train (or re-use) the runs of ``conditions`` (the SFT base always); returns (final rows, curve rows)."""
@@ -114,7 +119,9 @@ def run_units(figure: str, preset: str, splits, seeds, runs="runs", workers: int
     finals, curves = [], []
     for u in units:
         held = "+".join(split_spec(figure, u[0], preset)["heldout"])
-        start = {}  # step-0 accuracies: the GRPO run's evaluation of the base (same items as every run)
+        # step-0 accuracies: a GRPO run's evaluation of the base (the same items every continuation sees)
+        grpo = [_eval_points(dirs[(u, n)]) for n in conditions if n.startswith("grpo")]
+        start = next((pts[0] for pts in grpo if 0 in pts), {})
         for n in conditions:
             run = base_dirs[u] if n == "sft" else dirs[(u, n)]
             acc = {r["support"]: float(r["answer"]) for r in read_csv(run / "eval.csv") if r["by"] == "all"}
@@ -123,9 +130,7 @@ def run_units(figure: str, preset: str, splits, seeds, runs="runs", workers: int
                                "accuracy": acc.get(sup), "run": run.name})
             if n == "sft":
                 continue
-            points = {m["step"]: m for m in read_metrics(run) if any(k.startswith("eval/") for k in m)}
-            if n.startswith("grpo"):
-                start = start or points.get(0, {})
+            points = _eval_points(run)
             points.setdefault(0, start)
             for step in sorted(points):
                 for sup in SUPPORTS:
