@@ -18,13 +18,15 @@ The trainer (``GRPO``, ``train``) keeps dropout off, caches old log-probs (no gr
 temperature) only when a rollout gets more than one update, loads a frozen reference only when
 beta > 0, and back-propagates only what has a gradient: each micro-batch is cut to its longest
 completion, and (without KL) rows of zero advantage are left out while the loss aggregation still
-counts them. Step k's randomness is a pure function of (seed, k, rank): resuming from a checkpoint
+counts them. Step k's randomness is a pure function of (seed, k): resuming from a checkpoint
 (weights + optimizer) is bit-identical on CPU. A NaN/inf loss stops the run before the update
 (``NonFiniteLossError`` names the step and the last good checkpoint).
 
 CLI: ``python -m hlsm.grpo --init runs/sft --out runs/grpo [--preset cpu] [--steps N] ...``
 (every ``GRPOConfig`` field is a flag; dicts and tuples as JSON; ``--resume`` continues a run);
-under ``torchrun`` it runs data-parallel (DDP, gloo on CPU), each rank sampling P / world prompts.
+under ``torchrun`` it runs data-parallel (DDP, gloo on CPU), each rank sampling P / world prompts
+with its rows of the global batch's sampling noise, so N ranks end where 1 process ends (to float
+tolerance; replay matches when replay_fraction * P splits evenly over the ranks).
 """
 
 from __future__ import annotations
@@ -328,7 +330,7 @@ class GRPO:
     """One GRPO run's state: the policy (DDP-wrapped under torchrun), optimizer, reference, streams.
 
     ``GRPO(cfg, model, split).step(k)`` runs RL step k (rollout, rewards, advantages, updates) and
-    returns its metrics. Every random draw of step k is a pure function of (seed, k, rank) and dropout
+    returns its metrics. Every random draw of step k is a pure function of (seed, k) and dropout
     is off, so the state to resume from is the model and the optimizer alone.
     """
 
@@ -392,8 +394,13 @@ class GRPO:
     # --- one step -----------------------------------------------------------------------------
 
     def generator(self, k: int) -> torch.Generator:
-        """The sampling generator of step k on this rank: a pure function of (seed, k, rank)."""
-        key = stream_key(self.cfg.seed, "grpo-sample", k, self.dist.rank) & (2**63 - 1)
+        """The sampling generator of step k, the same on every rank: a pure function of (seed, k).
+
+        Each rank draws the noise of the whole global batch and uses its own rows of it, so a run
+        samples the same completions on any number of ranks (the trailing 0 keeps the key of the
+        single-process runs made before ranks shared it).
+        """
+        key = stream_key(self.cfg.seed, "grpo-sample", k, 0) & (2**63 - 1)
         return torch.Generator().manual_seed(key)
 
     def rollout(self, k: int) -> Rollout:
@@ -403,7 +410,7 @@ class GRPO:
         prompts = [tok.encode(ex.prompt, bos=True) for ex in examples]
         gen = generate(
             self.model, prompts, self.max_new, cfg.temperature, cfg.top_k or None, tok.eos_id, tok.pad_id,
-            cfg.group_size, self.generator(k), tok,
+            cfg.group_size, self.generator(k), tok, rows=(self.lo * cfg.group_size, cfg.prompts_per_step * cfg.group_size),
         )
         group_ex = [ex for ex in examples for _ in range(cfg.group_size)]
         reward, per = combined_rewards(group_ex, gen.texts, cfg.rewards)
@@ -426,15 +433,15 @@ class GRPO:
     def plan(self, adv: torch.Tensor, lengths: torch.Tensor) -> list[list[torch.Tensor]]:
         """Row indices of each minibatch's micro-batches, rows sorted by completion length.
 
-        Each micro-batch is later cut to its longest row, so short completions carry little padding.
+        Minibatch j holds the rows n with n % minibatches == j: every rank's share of it is the
+        same size, and the global minibatch does not depend on the number of ranks. Each micro-batch is later cut to its longest row, so short completions carry little padding.
         Without a KL term a zero-advantage row has exactly zero gradient (-min(r 0, clip(r) 0) = 0)
         and is left out; the loss aggregation still counts it, so the update is unchanged. A
         minibatch keeps at least one row: every rank must take part in DDP's gradient all-reduce.
         """
-        mb = self.n // self.cfg.minibatches
         out = []
         for j in range(self.cfg.minibatches):
-            rows = torch.arange(j * mb, (j + 1) * mb, device=adv.device)
+            rows = torch.arange(j, self.n, self.cfg.minibatches, device=adv.device)
             if self.ref is None:
                 live = rows[adv[rows] != 0]
                 rows = live if len(live) else rows[:1]
@@ -483,7 +490,7 @@ class GRPO:
         for group in self.opt.param_groups:
             group["lr"] = lr
         self.opt.zero_grad(set_to_none=True)
-        local_tok = ro.gen.mask[j * mb : (j + 1) * mb].sum()
+        local_tok = ro.gen.mask[j :: cfg.minibatches].sum()
         stats["tokens"] += local_tok.item()
         # DDP averages gradients over ranks: token_mean divides by the global token count
         n_tok = all_reduce_sum(local_tok, self.dist).clamp(min=1) / self.dist.world_size
@@ -504,7 +511,8 @@ class GRPO:
             loss_total += loss.item()
             stats["clip_low"] += (meta["clip_low"] & m).sum().item()
             stats["clip_high"] += (meta["clip_high"] & m).sum().item()
-            stats["trained"] += m.sum().item() if u < cfg.minibatches else 0.0
+            if u < cfg.minibatches:  # tokens with a gradient (not a rank's zero-advantage placeholder row)
+                stats["trained"] += (m & (ro.adv[rows] != 0)[:, None]).sum().item()
             if u == 0:
                 stats["first_tokens"] += m.sum().item()
                 stats["ratio_dev"] = max(stats["ratio_dev"], ((meta["ratio"] - 1).abs() * m).max().item())
@@ -525,7 +533,9 @@ class GRPO:
         prompts, ids, mask = replay
         with self._no_sync(True):
             lp, _ = completion_logprobs(self.ddp, prompts, ids, mask, 1.0, False, self.tok.pad_id)
-            nll = -masked_mean(lp, mask)
+            # token mean over all ranks' replay tokens (DDP averages gradients over ranks)
+            n_tok = all_reduce_sum(mask.sum(), self.dist).clamp(min=1) / self.dist.world_size
+            nll = -(lp * mask.to(lp.dtype)).sum() / n_tok
             (self.cfg.replay_coef * nll).backward()
         stats["replay_nll"] += nll.item() / updates
         return self.cfg.replay_coef * nll.item()

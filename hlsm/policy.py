@@ -317,11 +317,14 @@ def _base(model) -> Policy:
     return model
 
 
-def _sample(logits, temperature: float, top_k: int | None, generator) -> torch.Tensor:
+def _sample(logits, temperature: float, top_k: int | None, generator, rows: tuple[int, int] | None = None):
     """Next token per row from (N, V) logits: argmax at temperature 0, else Gumbel-max sampling.
 
     Gumbel-max (argmax of logits/T - log E, E ~ Exp(1)) draws its noise from ``generator``'s own
     device, so the same generator gives the same stream whether the model runs on CPU or GPU.
+    ``rows=(offset, total)``: these N rows are rows offset.. of a batch of ``total``; the noise of
+    all ``total`` rows is drawn and this slice used, so a row's sample does not depend on how the
+    batch is split (data-parallel ranks share the global batch's noise).
     """
     if temperature == 0:
         return logits.argmax(dim=-1)
@@ -330,7 +333,9 @@ def _sample(logits, temperature: float, top_k: int | None, generator) -> torch.T
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     dev = generator.device if generator is not None else logits.device
-    e = torch.empty(logits.shape, device=dev).exponential_(generator=generator).to(logits.device)
+    offset, total = rows or (0, logits.shape[0])
+    e = torch.empty((total, logits.shape[1]), device=dev).exponential_(generator=generator)
+    e = e[offset : offset + logits.shape[0]].to(logits.device)
     return (logits - e.log()).argmax(dim=-1)
 
 
@@ -359,13 +364,16 @@ def generate(
     num_samples: int = 1,
     generator: torch.Generator | None = None,
     tokenizer=None,
+    rows: tuple[int, int] | None = None,
 ) -> Generation:
     """Sample ``num_samples`` completions of each prompt with a preallocated KV cache.
 
     ``prompt_ids``: B token lists (each starting with <bos>). Prompts are prefilled once and their
     cache shared by the G samples. ``temperature=0`` is greedy decoding. Decoding stops at
     ``max_new_tokens`` or once every row has written ``eos_id``. ``tokenizer`` (default
-    hlsm.text.Tokenizer()) decodes ``texts``.
+    hlsm.text.Tokenizer()) decodes ``texts``. ``rows=(offset, total)``: these B * G rows are rows
+    offset.. of a global batch of ``total`` sampled with the same generator (one data-parallel
+    rank's share); each row's samples are then those it gets in the global batch.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -375,6 +383,8 @@ def generate(
         raise ValueError(f"top_k must be None or >= 1, got {top_k}")
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    if rows is not None and not (0 <= rows[0] and rows[0] + len(prompt_ids) * num_samples <= rows[1]):
+        raise ValueError(f"rows={rows} must place {len(prompt_ids) * num_samples} rows inside the global batch")
     base, device = _base(model), _model_device(model)
     cfg = base.config
     ids, pad = left_pad(prompt_ids, pad_id, device)
@@ -406,7 +416,7 @@ def generate(
         done = torch.zeros(N, dtype=torch.bool, device=device)
         steps = 0
         for t in range(max_new_tokens):
-            tok = _sample(logits, temperature, top_k, generator)
+            tok = _sample(logits, temperature, top_k, generator, rows)
             lp = torch.log_softmax(logits.float() / (temperature or 1.0), dim=-1)
             logp[:, t] = torch.where(done, 0.0, lp.gather(1, tok[:, None])[:, 0])
             out[:, t] = torch.where(done, pad_id, tok)

@@ -181,3 +181,18 @@ def test_too_long_raises():
         generate(model, PROMPTS, max_new_tokens=48)
     with pytest.raises(ValueError, match="block_size"):
         model(torch.zeros(1, 49, dtype=torch.long))
+
+
+def test_a_shard_of_rows_samples_what_the_global_batch_samples():
+    """generate(rows=(offset, total)) gives a data-parallel rank's rows exactly the global batch's samples."""
+    torch.manual_seed(0)
+    model = Policy(PolicyConfig.preset("smoke"))
+    prompts = [[1, 5, 6, 7], [1, 8, 9], [1, 10, 11, 12, 13], [1, 14]]
+    whole = generate(model, prompts, 12, num_samples=3, generator=torch.Generator().manual_seed(7))
+    for lo in (0, 2):  # rank 0 and rank 1 of 2, each with two prompts
+        part = generate(model, prompts[lo : lo + 2], 12, num_samples=3, generator=torch.Generator().manual_seed(7),
+                        rows=(3 * lo, 12))
+        assert part.texts == whole.texts[3 * lo : 3 * lo + 6]
+        torch.testing.assert_close(part.logprobs, whole.logprobs[3 * lo : 3 * lo + 6, : part.logprobs.shape[1]])
+    with pytest.raises(ValueError, match="rows=\\(8, 12\\)"):
+        generate(model, prompts[:2], 12, num_samples=3, rows=(8, 12))
