@@ -410,7 +410,8 @@ class GRPO:
         prompts = [tok.encode(ex.prompt, bos=True) for ex in examples]
         gen = generate(
             self.model, prompts, self.max_new, cfg.temperature, cfg.top_k or None, tok.eos_id, tok.pad_id,
-            cfg.group_size, self.generator(k), tok, rows=(self.lo * cfg.group_size, cfg.prompts_per_step * cfg.group_size),
+            cfg.group_size, self.generator(k), tok,
+            rows=(self.lo * cfg.group_size, cfg.prompts_per_step * cfg.group_size),  # this rank's share
         )
         group_ex = [ex for ex in examples for _ in range(cfg.group_size)]
         reward, per = combined_rewards(group_ex, gen.texts, cfg.rewards)
@@ -434,10 +435,11 @@ class GRPO:
         """Row indices of each minibatch's micro-batches, rows sorted by completion length.
 
         Minibatch j holds the rows n with n % minibatches == j: every rank's share of it is the
-        same size, and the global minibatch does not depend on the number of ranks. Each micro-batch is later cut to its longest row, so short completions carry little padding.
-        Without a KL term a zero-advantage row has exactly zero gradient (-min(r 0, clip(r) 0) = 0)
-        and is left out; the loss aggregation still counts it, so the update is unchanged. A
-        minibatch keeps at least one row: every rank must take part in DDP's gradient all-reduce.
+        same size, and the global minibatch does not depend on the number of ranks. Each micro-batch
+        is later cut to its longest row, so short completions carry little padding. Without a KL
+        term a zero-advantage row has exactly zero gradient (-min(r 0, clip(r) 0) = 0) and is left
+        out; the loss aggregation still counts it, so the update is unchanged. A minibatch keeps at
+        least one row: every rank must take part in DDP's gradient all-reduce.
         """
         out = []
         for j in range(self.cfg.minibatches):
