@@ -107,6 +107,10 @@ class KVCache:
         """Each row repeated g times in place (B -> B * g rows): share one prompt prefill across samples."""
         return KVCache(self.k.repeat_interleave(g, dim=1), self.v.repeat_interleave(g, dim=1), self.length)
 
+    def select(self, rows: torch.Tensor) -> KVCache:
+        """The cache of the rows ``rows`` (a bool mask or indices) only: decoding drops finished rows."""
+        return KVCache(self.k[:, rows], self.v[:, rows], self.length)
+
 
 def rope_tables(cfg: PolicyConfig, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of the rotary angles, (block_size, head_size / 2) each."""
@@ -317,14 +321,14 @@ def _base(model) -> Policy:
     return model
 
 
-def _sample(logits, temperature: float, top_k: int | None, generator, rows: tuple[int, int] | None = None):
+def _sample(logits, temperature: float, top_k: int | None, generator, rows: tuple | None = None):
     """Next token per row from (N, V) logits: argmax at temperature 0, else Gumbel-max sampling.
 
     Gumbel-max (argmax of logits/T - log E, E ~ Exp(1)) draws its noise from ``generator``'s own
     device, so the same generator gives the same stream whether the model runs on CPU or GPU.
-    ``rows=(offset, total)``: these N rows are rows offset.. of a batch of ``total``; the noise of
-    all ``total`` rows is drawn and this slice used, so a row's sample does not depend on how the
-    batch is split (data-parallel ranks share the global batch's noise).
+    ``rows=(index, total)``: these N rows are rows ``index`` (N,) of a batch of ``total``; the
+    noise of all ``total`` rows is drawn and theirs used, so a row's sample does not depend on which
+    other rows share its batch (finished rows dropped, or the batch split over data-parallel ranks).
     """
     if temperature == 0:
         return logits.argmax(dim=-1)
@@ -333,9 +337,9 @@ def _sample(logits, temperature: float, top_k: int | None, generator, rows: tupl
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     dev = generator.device if generator is not None else logits.device
-    offset, total = rows or (0, logits.shape[0])
+    pick, total = rows if rows is not None else (None, logits.shape[0])
     e = torch.empty((total, logits.shape[1]), device=dev).exponential_(generator=generator)
-    e = e[offset : offset + logits.shape[0]].to(logits.device)
+    e = (e if pick is None else e[pick.to(dev)]).to(logits.device)
     return (logits - e.log()).argmax(dim=-1)
 
 
@@ -414,19 +418,29 @@ def generate(
         live = torch.zeros((N, max_new_tokens), dtype=torch.bool, device=device)
         logp = torch.zeros((N, max_new_tokens), dtype=torch.float32, device=device)
         done = torch.zeros(N, dtype=torch.bool, device=device)
+        offset, total = rows or (0, N)
+        cur = torch.arange(N, device=device)  # the rows still in the decoding batch
+        cur_done = torch.zeros(N, dtype=torch.bool, device=device)
         steps = 0
         for t in range(max_new_tokens):
-            tok = _sample(logits, temperature, top_k, generator, rows)
-            lp = torch.log_softmax(logits.float() / (temperature or 1.0), dim=-1)
-            logp[:, t] = torch.where(done, 0.0, lp.gather(1, tok[:, None])[:, 0])
-            out[:, t] = torch.where(done, pad_id, tok)
-            live[:, t] = ~done
-            done = done | (tok == eos_id)
+            tok = _sample(logits, temperature, top_k, generator, (offset + cur, total))
+            lp = torch.log_softmax(logits.float() / (temperature or 1.0), dim=-1).gather(1, tok[:, None])[:, 0]
+            write = cur[~cur_done]
+            logp[write, t] = lp[~cur_done]
+            out[write, t] = tok[~cur_done]
+            live[write, t] = True
+            cur_done = cur_done | (tok == eos_id)
+            done[cur] = cur_done
             steps = t + 1
-            if t + 1 == max_new_tokens or bool(done.all()):
+            if t + 1 == max_new_tokens or bool(cur_done.all()):
                 break
+            if 4 * int(cur_done.sum()) >= len(cur):
+                # drop finished rows once they are a quarter of the batch: later steps cost what is left
+                keep = ~cur_done
+                cur, tok, cur_done = cur[keep], tok[keep], cur_done[keep]
+                cache, key_mask, next_pos = cache.select(keep), key_mask[keep], next_pos[keep]
             with amp:
-                logits = base(out[:, t : t + 1], next_pos + t, key_mask, cache)[:, -1]
+                logits = base(tok[:, None], next_pos + t, key_mask, cache)[:, -1]
     finally:
         base.train(was_training)
 
