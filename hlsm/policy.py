@@ -103,13 +103,17 @@ class KVCache:
         k = torch.zeros(shape, device=device, dtype=dtype)
         return cls(k, torch.zeros_like(k))
 
-    def repeat_interleave(self, g: int) -> KVCache:
-        """Each row repeated g times in place (B -> B * g rows): share one prompt prefill across samples."""
-        return KVCache(self.k.repeat_interleave(g, dim=1), self.v.repeat_interleave(g, dim=1), self.length)
+    def take(self, rows: torch.Tensor) -> KVCache:
+        """A cache of the rows ``rows`` (indices, repeats allowed) with the same capacity.
 
-    def select(self, rows: torch.Tensor) -> KVCache:
-        """The cache of the rows ``rows`` (a bool mask or indices) only: decoding drops finished rows."""
-        return KVCache(self.k[:, rows], self.v[:, rows], self.length)
+        Only the filled positions are copied (the rest is never read before it is written): sharing
+        one prompt prefill across G samples, and dropping finished rows while decoding, stay cheap.
+        """
+        k = self.k.new_empty((self.k.shape[0], len(rows), *self.k.shape[2:]))
+        v = torch.empty_like(k)
+        k[:, :, :, : self.length] = self.k[:, rows, :, : self.length]
+        v[:, :, :, : self.length] = self.v[:, rows, :, : self.length]
+        return KVCache(k, v, self.length)
 
 
 def rope_tables(cfg: PolicyConfig, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -409,7 +413,7 @@ def generate(
         with amp:
             cache = KVCache.allocate(cfg, B, S, device, cache_dtype)
             logits = base(ids, positions, key_mask, cache, last_only=True)[:, -1]
-        cache = cache.repeat_interleave(G)
+        cache = cache.take(torch.arange(B, device=device).repeat_interleave(G))
         logits = logits.repeat_interleave(G, dim=0)
         key_mask = key_mask.repeat_interleave(G, dim=0)
         next_pos = (P - pad).repeat_interleave(G)[:, None]  # each row's own next position
@@ -436,9 +440,9 @@ def generate(
                 break
             if 4 * int(cur_done.sum()) >= len(cur):
                 # drop finished rows once they are a quarter of the batch: later steps cost what is left
-                keep = ~cur_done
+                keep = (~cur_done).nonzero()[:, 0]
                 cur, tok, cur_done = cur[keep], tok[keep], cur_done[keep]
-                cache, key_mask, next_pos = cache.select(keep), key_mask[keep], next_pos[keep]
+                cache, key_mask, next_pos = cache.take(keep), key_mask[keep], next_pos[keep]
             with amp:
                 logits = base(tok[:, None], next_pos + t, key_mask, cache)[:, -1]
     finally:
