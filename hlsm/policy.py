@@ -78,12 +78,16 @@ PRESETS = {
 }
 
 
+# Mixed precision per device type: bf16 autocast and bf16 KV caches on CUDA; CPU runs stay fp32 and
+# bit-reproducible. (A test adds "cpu" here to run the CUDA path's dtypes on a machine without a GPU.)
+AUTOCAST_DTYPE = {"cuda": torch.bfloat16}
+
+
 def autocast(device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA, nothing elsewhere (CPU runs stay fp32 and bit-reproducible)."""
+    """Autocast to ``AUTOCAST_DTYPE[device type]`` (bf16 on CUDA), nothing elsewhere."""
     device = torch.device(device)
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    dtype = AUTOCAST_DTYPE.get(device.type)
+    return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
 
 # --- the model ------------------------------------------------------------------------------
@@ -405,7 +409,7 @@ def generate(
     key_mask = torch.arange(S, device=device)[None, :] >= pad[:, None]  # (B, S): hide left padding
     positions = (torch.arange(P, device=device)[None, :] - pad[:, None]).clamp(min=0)
     amp = autocast(device)
-    cache_dtype = torch.bfloat16 if device.type == "cuda" else next(base.parameters()).dtype
+    cache_dtype = AUTOCAST_DTYPE.get(device.type, next(base.parameters()).dtype)
 
     was_training = base.training
     base.eval()

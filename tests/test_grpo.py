@@ -362,3 +362,27 @@ def test_ddp_two_ranks_match_one_process(sft_run, tmp_path):
     for a, b in zip(ddp_steps, one_steps):  # the same completions: same rewards, lengths, tokens
         for key in ("reward_mean", "completion_len", "zero_std_frac", "trained_frac"):
             assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-9), key
+
+
+def test_mixed_precision_path_runs_end_to_end(sft_run, tmp_path, monkeypatch):
+    """The CUDA path's dtypes (bf16 autocast, bf16 KV cache) on CPU: sampling, log-probs, SFT and
+    GRPO steps run, stay finite, and agree with fp32 to bf16 precision. (CI has no GPU.)"""
+    import hlsm.policy as policy
+    from hlsm.policy import completion_logprobs, generate
+
+    model, _ = load_policy(sft_run)
+    prompts = [[1, 5, 6, 7, 20, 30], [1, 8, 9, 20, 31]]
+    gen = generate(model, prompts, 12, num_samples=4, generator=torch.Generator().manual_seed(0))
+    fp32, _ = completion_logprobs(model, prompts, gen.ids, gen.mask)
+    monkeypatch.setitem(policy.AUTOCAST_DTYPE, "cpu", torch.bfloat16)
+    low, ent = completion_logprobs(model, prompts, gen.ids, gen.mask)
+    assert low.dtype == ent.dtype == torch.float32  # log-softmax in fp32 after bf16 matmuls
+    assert 0 < (low - fp32).abs().max() < 0.25  # bf16 changed the numbers, by bf16-sized amounts
+    bf = generate(model, prompts, 12, num_samples=4, generator=torch.Generator().manual_seed(0))
+    assert bf.logprobs.dtype == torch.float32 and torch.isfinite(bf.logprobs).all()
+    sft = SFTConfig.from_preset("smoke", split=SPLIT, steps=3, eval_every=0, eval_n=4, ckpt_every=0, device="cpu")
+    sft_train(sft, tmp_path / "sft", progress=False)
+    run = grpo_train(tiny(sft_run, steps=2, ckpt_every=0, beta=0.05), tmp_path / "grpo", progress=False)
+    steps = [m for m in read_metrics(run.out) if "loss" in m]
+    assert len(steps) == 2 and all(math.isfinite(m["loss"]) and math.isfinite(m["kl"]) for m in steps)
+    assert all(torch.isfinite(p).all() and p.dtype == torch.float32 for p in run.model.parameters())
