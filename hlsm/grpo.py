@@ -207,7 +207,7 @@ class GRPOConfig:
     rollout_batch_size: int | None = None  # completions per step; optional cross-check, must be P * G
     micro_batch_size: int = 64  # completions per forward/backward (gradient accumulation inside an update)
     epochs: int = 1  # passes over each rollout batch
-    minibatches: int = 1  # optimizer updates per pass; the rollout batch is cut into this many
+    minibatches: int = 1  # optimizer updates per pass; row n of the rollout batch goes to minibatch n % this
     lr: float = 1e-4  # AdamW learning rate (constant after warmup)
     warmup_steps: int = 0  # linear learning-rate warmup, in optimizer updates
     weight_decay: float = 0.0  # AdamW weight decay
