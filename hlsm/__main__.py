@@ -25,7 +25,7 @@ _ARG_TYPES = {"int": (int, None), "str": (str, None), "tuple[int, int]": (int, 2
 
 
 def _factories() -> dict:
-    from hlsm.integrations import SPLIT_FACTORIES
+    from hlsm.support import SPLIT_FACTORIES
 
     return SPLIT_FACTORIES
 

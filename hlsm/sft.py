@@ -49,7 +49,8 @@ from hlsm.checkpoint import (
 from hlsm.distributed import all_reduce_sum, barrier, cleanup, init_distributed, shard, wrap_ddp
 from hlsm.model import HLSM
 from hlsm.policy import PRESETS, Policy, PolicyConfig, autocast
-from hlsm.support import Split, compositional_split, heldout_split
+from hlsm.support import Split
+from hlsm.support import make_split as support_make_split
 from hlsm.text import FORMATS, Tokenizer
 
 # The DESIGN.md §4 prototype: 8 length-preserving skills, chain routing, depth-2 compositions
@@ -62,7 +63,6 @@ DEFAULT_SPLIT = {
     "routings": ["chain"],
     "deeper": [3],
 }
-SPLIT_FACTORIES = {"compositional": compositional_split, "heldout": heldout_split}
 
 # Training defaults per preset (the model shape comes from hlsm.policy.PRESETS of the same name).
 SFT_PRESETS = {
@@ -79,21 +79,7 @@ RESUME_MAY_CHANGE = ("device", "eval_every", "eval_n", "ckpt_every", "log_every"
 
 def make_split(spec) -> Split:
     """A Split from a Split, a ``Split.to_dict()`` dict, or {"factory": name, **kwargs}."""
-    if isinstance(spec, Split):
-        return spec
-    if not isinstance(spec, dict):
-        raise ValueError(f"SFTConfig.split must be a Split or a dict, got {type(spec).__name__}")
-    if "train" in spec:
-        return Split.from_dict(spec)
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items() if k != "factory"}
-    factory = spec.get("factory")
-    if factory not in SPLIT_FACTORIES:
-        allowed = ", ".join(SPLIT_FACTORIES)
-        raise ValueError(f"SFTConfig.split: unknown factory {factory!r}; allowed: {allowed}")
-    try:
-        return SPLIT_FACTORIES[factory](**kwargs)
-    except TypeError as e:
-        raise ValueError(f"SFTConfig.split: bad arguments for {factory}: {e}") from None
+    return support_make_split(spec, "SFTConfig.split")
 
 
 @dataclass

@@ -644,3 +644,27 @@ def heldout_split(
         unseen=("unseen",),
         description=heldout_split.__doc__.split("\n")[0],
     )
+
+
+SPLIT_FACTORIES = {"compositional": compositional_split, "heldout": heldout_split}
+
+
+def make_split(spec, field: str = "split") -> Split:
+    """A Split from a Split, a ``Split.to_dict()`` dict, or ``{"factory": name, **kwargs}``.
+
+    ``field`` names the config field in error messages (e.g. "SFTConfig.split").
+    """
+    if isinstance(spec, Split):
+        return spec
+    if not isinstance(spec, dict):
+        raise ValueError(f"{field} must be a Split or a dict, got {type(spec).__name__}")
+    if "train" in spec:
+        return Split.from_dict(spec)
+    factory = spec.get("factory")
+    if factory not in SPLIT_FACTORIES:
+        raise ValueError(f"{field}: unknown factory {factory!r}; allowed: {', '.join(SPLIT_FACTORIES)}")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items() if k != "factory"}
+    try:
+        return SPLIT_FACTORIES[factory](**kwargs)
+    except TypeError as e:
+        raise ValueError(f"{field}: bad arguments for {factory}: {e}") from None

@@ -142,3 +142,18 @@ def test_heldout_split_within_an_inventory():
         hlsm.heldout_split(("riffle",), skills=skills)
     with pytest.raises(ValueError, match="leaves no module"):
         hlsm.heldout_split(("chain",), routings=("chain",))
+
+
+def test_make_split_builds_from_specs_and_names_the_field_on_bad_ones():
+    from hlsm.support import make_split
+
+    spec = {"factory": "compositional", "depth": 2, "skills": ["reverse", "atbash", "shift_up"], "routings": ["chain"],
+            "deeper": []}
+    split = make_split(spec)
+    assert make_split(split) is split and make_split(split.to_dict()).to_dict() == split.to_dict()
+    with pytest.raises(ValueError, match=r"GRPOConfig.split: unknown factory 'nope'"):
+        make_split({"factory": "nope"}, "GRPOConfig.split")
+    with pytest.raises(ValueError, match=r"split: bad arguments for compositional"):
+        make_split({"factory": "compositional", "colour": 3})
+    with pytest.raises(ValueError, match=r"split must be a Split or a dict, got list"):
+        make_split([1])

@@ -19,10 +19,9 @@ from pathlib import Path
 
 from hlsm.model import HLSM
 from hlsm.modules import ROUTING_BY_TOKEN, SKILL_BY_TOKEN
-from hlsm.support import Split, Support, compositional_split, heldout_split
+from hlsm.support import Split, Support, make_split
 from hlsm.text import FORMATS, render
 
-SPLIT_FACTORIES = {"compositional": compositional_split, "heldout": heldout_split}
 EXTRAS = {"datasets": "hf", "trl": "trl", "transformers": "trl", "tokenizers": "trl", "reasoning_gym": "rg"}
 
 
@@ -39,7 +38,7 @@ def require(module: str, feature: str):
 
 def load_split(spec) -> Split:
     """A Split from a Split, a path to a ``Split.save`` JSON file, a ``Split.to_dict()`` dict, or a
-    factory spec ``{"factory": "compositional" | "heldout", **kwargs}`` (as ``hlsm.sft.make_split``)."""
+    factory spec ``{"factory": "compositional" | "heldout", **kwargs}`` (as ``hlsm.support.make_split``)."""
     if isinstance(spec, Split):
         return spec
     if isinstance(spec, (str, Path)):
@@ -52,16 +51,7 @@ def load_split(spec) -> Split:
             raise ValueError(f"split file {str(spec)!r} is not a saved Split: {e!r}") from None
     if not isinstance(spec, dict):
         raise ValueError(f"a split is a Split, a JSON path or a dict, got {type(spec).__name__}")
-    if "train" in spec:
-        return Split.from_dict(spec)
-    factory = spec.get("factory")
-    if factory not in SPLIT_FACTORIES:
-        raise ValueError(f"unknown split factory {factory!r}; allowed: {', '.join(SPLIT_FACTORIES)}")
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items() if k != "factory"}
-    try:
-        return SPLIT_FACTORIES[factory](**kwargs)
-    except TypeError as e:
-        raise ValueError(f"bad arguments for split factory {factory!r}: {e}") from None
+    return make_split(spec)
 
 
 def generator(source=None, support_name=None, seed: int = 0, format: str = "values", granularity: int = 1,
