@@ -208,9 +208,9 @@ def latest_checkpoint(run: str | Path) -> Path | None:
 
 def save_policy(run: str | Path, model, extra: dict | None = None, name: str = POLICY) -> Path:
     """Write the model alone (weights + model config) to ``run/name`` (policy.pt) atomically."""
-    from hlsm.policy import _base
+    from hlsm.policy import unwrap
 
-    base = _base(model)
+    base = unwrap(model)
     path = Path(run) / name
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"model": base.state_dict(), "model_config": base.config.to_dict(), **(extra or {})}

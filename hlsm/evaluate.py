@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from hlsm.model import HLSM
-from hlsm.policy import _base, generate
+from hlsm.policy import generate, unwrap
 from hlsm.text import REWARDS, Tokenizer, expected_chunks, parse_completion
 
 BY = ("all", "depth", "composition", "module")
@@ -58,7 +58,7 @@ def step_correct(example, completion: str) -> list[bool] | None:
 
 
 def _max_new(model, prompts) -> int:
-    return _base(model).config.block_size - max(len(p) for p in prompts)
+    return unwrap(model).config.block_size - max(len(p) for p in prompts)
 
 
 def score_examples(

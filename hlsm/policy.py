@@ -320,7 +320,7 @@ def _model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def _base(model) -> Policy:
+def unwrap(model) -> Policy:
     """The Policy inside a DDP / torch.compile wrapper (its config and cache-aware forward)."""
     while not isinstance(model, Policy):
         model = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
@@ -397,7 +397,7 @@ def generate(
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     if rows is not None and not (0 <= rows[0] and rows[0] + len(prompt_ids) * num_samples <= rows[1]):
         raise ValueError(f"rows={rows} must place {len(prompt_ids) * num_samples} rows inside the global batch")
-    base, device = _base(model), _model_device(model)
+    base, device = unwrap(model), _model_device(model)
     cfg = base.config
     ids, pad = left_pad(prompt_ids, pad_id, device)
     B, P = ids.shape

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from hlsm.modules import ROUTING_NAMES, SKILL_NAMES
-from hlsm.policy import _base
+from hlsm.policy import unwrap
 from hlsm.text import Tokenizer
 
 KINDS = ("routing_token", "skill_token", "before", "first", "step")
@@ -144,7 +144,7 @@ def capture(
     """
     tok = tokenizer or Tokenizer()
     kinds = tuple(kinds)
-    base = _base(model)
+    base = unwrap(model)
     device = torch.device(device) if device is not None else next(base.parameters()).device
     names = layer_names(base.config.n_layer)
     layers = list(range(len(names))) if layers is None else [int(i) for i in layers]

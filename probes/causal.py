@@ -26,7 +26,7 @@ import torch
 
 from hlsm.model import Example, Step, execute
 from hlsm.modules import ROUTING_NAMES, SKILL_NAMES
-from hlsm.policy import _base, generate
+from hlsm.policy import generate, unwrap
 from hlsm.text import Tokenizer, expected_chunks, parse_completion, render
 from probes.activations import token_rows
 
@@ -49,7 +49,7 @@ def counterfactual(ex: Example, t: int, skill: str | None = None, routing: str |
 
 def layer_module(model, layer: int) -> torch.nn.Module:
     """The module whose output is ``hidden[layer]``: 0 embeddings (after dropout), i block i."""
-    base = _base(model)
+    base = unwrap(model)
     if not 0 <= layer <= base.config.n_layer:
         raise ValueError(f"layer must be in 0..{base.config.n_layer} (0: embeddings, i: block i), "
                          f"got {layer}")
@@ -67,7 +67,7 @@ def output_hook(module: torch.nn.Module, fn):
 
 
 def _greedy(model, prompts, tok: Tokenizer, max_new_tokens: int | None = None):
-    m = max_new_tokens or _base(model).config.block_size - max(len(p) for p in prompts)
+    m = max_new_tokens or unwrap(model).config.block_size - max(len(p) for p in prompts)
     return generate(model, prompts, m, temperature=0.0, eos_id=tok.eos_id, pad_id=tok.pad_id, tokenizer=tok)
 
 

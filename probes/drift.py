@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from hlsm.modules import ROUTINGS, SKILLS
-from hlsm.policy import _base
+from hlsm.policy import unwrap
 from hlsm.sft import encode_examples
 from hlsm.text import Tokenizer
 
@@ -36,7 +36,7 @@ def output_kl(model_p, model_q, examples, batch_size: int = 64, tokenizer: Token
         mask = torch.from_numpy((j >= plen[:, None]) & (j < length[:, None]))
         logp = []
         for m in (model_p, model_q):
-            base = _base(m)
+            base = unwrap(m)
             was_training = base.training
             base.eval()
             dev = next(base.parameters()).device
@@ -75,9 +75,9 @@ def param_stats(model, base=None) -> list[dict]:
     with ``base`` its base norm, delta norm ||W - W_base||, relative change and the delta's
     effective rank (is the update low-rank?). Tied weights count once.
     """
-    ref = dict(_base(base).named_parameters()) if base is not None else {}
+    ref = dict(unwrap(base).named_parameters()) if base is not None else {}
     rows = []
-    for name, p in _base(model).named_parameters():
+    for name, p in unwrap(model).named_parameters():
         w = p.detach().double().cpu()
         row = {"layer": param_layer(name), "name": name, "shape": tuple(w.shape), "norm": float(w.norm()),
                "eff_rank": effective_rank(w) if w.dim() == 2 else float("nan")}
