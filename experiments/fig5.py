@@ -46,7 +46,7 @@ def probe_run(run: Path, target: str, supports: tuple[str, ...], seed: int, rand
     from hlsm.model import HLSM
     from hlsm.policy import Policy
     from probes.activations import capture
-    from probes.causal import patch_step
+    from probes.causal import patch_step_layers
     from probes.linear import probe_report
     from probes.report import run_data
 
@@ -65,10 +65,11 @@ def probe_run(run: Path, target: str, supports: tuple[str, ...], seed: int, rand
     causal = []
     # a random model is never right on an item, so its interchange rate is undefined: not patched
     # (and it never writes the end token, so each of its generations would run to the length cap)
-    for layer in range(model.config.n_layer + 1) if not random_init else ():
+    layers = range(model.config.n_layer + 1) if not random_init else ()
+    res = {t: patch_step_layers(model, unseen, t, layers, target, seed=seed) for t in (1, 2)} if layers else {}
+    for layer in layers:
         for t in (1, 2):
-            s = patch_step(model, unseen, t, layer, target, seed=seed).summary()
-            causal.append({"layer": acts.layer_names[layer], "t": t, **s})
+            causal.append({"layer": acts.layer_names[layer], "t": t, **res[t][layer].summary()})
     return {"probe": rows, "causal": causal, "n_rows": len(acts), "n_unseen_items": len(unseen)}
 
 

@@ -2,6 +2,7 @@
 
     res = patch_step(model, examples, t=1, layer=1, what="skill", seed=0)
     res.summary()     # {"n": ..., "follow": ..., "stay": ..., "interchange": ..., ...}
+    by_layer = patch_step_layers(model, examples, t=1, layers=range(5))  # unpatched runs done once
 
 For each example of depth >= t a counterfactual twin is built: the same input with step t's skill
 (or routing) swapped for another one (``counterfactual``; its trace is recomputed with
@@ -168,10 +169,26 @@ def patch_step(
     choices: the modules a twin may use (default: those used at step t in ``examples``, else all);
     each example gets one other than its own, drawn with ``seed``.
     """
+    return patch_step_layers(model, examples, t, [layer], what, choices, seed, batch_size, tokenizer)[layer]
+
+
+def patch_step_layers(
+    model,
+    examples: Sequence[Example],
+    t: int,
+    layers: Sequence[int],
+    what: str = "skill",
+    choices: Sequence[str] | None = None,
+    seed: int = 0,
+    batch_size: int = 64,
+    tokenizer: Tokenizer | None = None,
+) -> dict[int, PatchResult]:
+    """``patch_step`` at each of ``layers`` (same twins); the unpatched generations are run once."""
     if what not in ("skill", "routing", "self"):
         raise ValueError(f"what must be skill, routing or self, got {what!r}")
     tok = tokenizer or Tokenizer()
-    layer_module(model, layer)  # validates layer
+    for layer in layers:
+        layer_module(model, layer)  # validates layer
     exs = [ex for ex in examples if ex.depth >= t]
     if not exs:
         raise ValueError(f"no example has a step t={t}")
@@ -189,27 +206,32 @@ def patch_step(
         other = [m for m in pool if m != own]
         twins.append(counterfactual(ex, t, **{field: other[rng.integers(len(other))]}))
 
-    texts, twin_texts, patched = [], [], []
+    texts, twin_texts, patched = [], [], {layer: [] for layer in layers}
     for lo in range(0, len(exs), batch_size):
         chunk, twin = exs[lo : lo + batch_size], twins[lo : lo + batch_size]
         prompts = [tok.encode(ex.prompt, bos=True) for ex in chunk]
         twin_prompts = [tok.encode(ex.prompt, bos=True) for ex in twin]
         module_rows = [token_rows(ex, ("routing_token", "skill_token"), tok) for ex in chunk]
         columns = [[p for p, step, _ in rows if step == t] for rows in module_rows]
-        donor = prefill_states(model, twin_prompts, layer, tok)
         texts += _greedy(model, prompts, tok).texts
         twin_texts += _greedy(model, twin_prompts, tok).texts
-        patched += patched_generate(model, prompts, layer, columns, donor, tok).texts
+        for layer in layers:
+            donor = prefill_states(model, twin_prompts, layer, tok)
+            patched[layer] += patched_generate(model, prompts, layer, columns, donor, tok).texts
 
-    got = [_chunk_value(ex, s, t) for ex, s in zip(exs, patched)]
     want = [_want_value(ex, t) for ex in exs]
     want_twin = [_want_value(tw, t) for tw in twins]
     arr = lambda xs: np.array(xs, dtype=bool)
-    return PatchResult(
-        exs, twins, texts, twin_texts, patched,
-        follow=arr([g == w for g, w in zip(got, want_twin)]),
-        stay=arr([g == w for g, w in zip(got, want)]),
-        differ=arr([a != b for a, b in zip(want, want_twin)]),
-        base_ok=arr([_chunk_value(ex, s, t) == w for ex, s, w in zip(exs, texts, want)]),
-        twin_ok=arr([_chunk_value(tw, s, t) == w for tw, s, w in zip(twins, twin_texts, want_twin)]),
-    )
+    base_ok = arr([_chunk_value(ex, s, t) == w for ex, s, w in zip(exs, texts, want)])
+    twin_ok = arr([_chunk_value(tw, s, t) == w for tw, s, w in zip(twins, twin_texts, want_twin)])
+    out = {}
+    for layer in layers:
+        got = [_chunk_value(ex, s, t) for ex, s in zip(exs, patched[layer])]
+        out[layer] = PatchResult(
+            exs, twins, texts, twin_texts, patched[layer],
+            follow=arr([g == w for g, w in zip(got, want_twin)]),
+            stay=arr([g == w for g, w in zip(got, want)]),
+            differ=arr([a != b for a, b in zip(want, want_twin)]),
+            base_ok=base_ok, twin_ok=twin_ok,
+        )
+    return out

@@ -179,13 +179,15 @@ def save_heatmap(tables: dict, layer_names, path: Path, title: str) -> None:
 
 def print_causal(model, examples, seed: int) -> None:
     """Patch each step's module tokens with a twin's (another skill) at every layer; print the rates."""
-    from probes.causal import patch_step
+    from probes.causal import patch_step_layers
 
     print("\ncausal: step t's module tokens in the prompt patched with a twin's (other skill), unseen items")
-    rows = []
-    for layer in range(model.config.n_layer + 1):
-        for t in range(1, min(ex.depth for ex in examples) + 1):
-            s = patch_step(model, examples, t, layer, "skill", seed=seed).summary()
+    rows, layers = [], range(model.config.n_layer + 1)
+    depth = min(ex.depth for ex in examples)
+    res = {t: patch_step_layers(model, examples, t, layers, "skill", seed=seed) for t in range(1, depth + 1)}
+    for layer in layers:
+        for t in range(1, depth + 1):
+            s = res[t][layer].summary()
             name = "emb" if layer == 0 else f"block{layer}"
             rows.append([name, str(t), str(s["n"]), s["follow"], s["stay"], s["base_acc"], s["twin_acc"],
                          s["interchange"]])

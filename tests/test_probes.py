@@ -18,7 +18,7 @@ from hlsm.sft import SFTConfig, train
 from hlsm.support import compositional_split
 from hlsm.text import Tokenizer
 from probes.activations import KINDS, Activations, capture, token_rows
-from probes.causal import counterfactual, patch_step, patched_generate, prefill_states
+from probes.causal import counterfactual, patch_step, patch_step_layers, patched_generate, prefill_states
 from probes.drift import by_layer, effective_rank, output_kl, param_stats
 from probes.linear import (
     LinearProbe,
@@ -246,6 +246,12 @@ def test_patching_a_module_tokens_embedding_is_running_the_twin():
     assert res.summary()["n"] == int(res.differ.sum())
     with pytest.raises(ValueError, match="layer"):
         patch_step(model, exs, t=1, layer=5)
+    every = patch_step_layers(model, exs, t=1, layers=[0, 1, 2], what="skill", seed=0)
+    for layer in (0, 1, 2):  # all layers at once (unpatched runs shared) == one layer at a time
+        one = patch_step(model, exs, t=1, layer=layer, what="skill", seed=0)
+        assert every[layer].patched_texts == one.patched_texts
+        for name in ("follow", "stay", "differ", "base_ok", "twin_ok"):
+            assert np.array_equal(getattr(every[layer], name), getattr(one, name)), name
 
 
 # --- drift ------------------------------------------------------------------------------------
