@@ -5,10 +5,11 @@ loaded as our ``Policy`` and, weight for weight, into a transformers ``GPT2LMHea
 a ``GPT2Config`` of the same shape (zero biases, exact GELU: the logits agree to the last bit;
 nothing is downloaded). Same RL prompts (the split's ``rl_inside`` stream, in order), same G, same
 completion cap, temperature 1, reward answer + 0.5 structure, one optimizer update per rollout
-batch over all P x G completions, no KL reference, no gradient checkpointing, fp32, the same torch
-thread count. Step = rollout (sampling + rewards + advantages) + update (forward, backward,
-optimizer). Reported: the median over ``--steps`` timed steps after ``--warmup`` untimed ones, and
-the fastest step (on a shared machine the least disturbed by other load).
+batch over all P x G completions, no KL reference, no gradient checkpointing, fp32 on CPU (bf16
+autocast on CUDA, ``--device cuda``), the same torch thread count. Step = rollout (sampling +
+rewards + advantages) + update (forward, backward, optimizer). Reported: the median over
+``--steps`` timed steps after ``--warmup`` untimed ones, and the fastest step (on a shared machine
+the least disturbed by other load).
 
 Where hlsm.grpo does less arithmetic for the same update, it is by design and exact: completions
 are cut to their micro-batch's longest row (not the batch's), and rows of zero advantage (groups
@@ -65,7 +66,7 @@ def ours(args, init: Path, n_steps: int) -> dict:
     model, split, fmt, gran = load_init(init)
     cfg = GRPOConfig(steps=n_steps, prompts_per_step=args.prompts, group_size=args.group, micro_batch_size=64,
                      max_new_tokens=args.max_new, lr=1e-4, rewards=REWARDS, rl_support="rl_inside",
-                     loss_agg="seq_mean", device="cpu")
+                     loss_agg="seq_mean", device=args.device)
     trainer = GRPO(cfg, model, split, fmt, gran)
     steps = [trainer.step(k) for k in range(n_steps)][args.warmup :]
     med = {key: statistics.median(m[key] for m in steps) for key in ("step_s", "rollout_s", "update_s")}
@@ -163,8 +164,9 @@ def theirs(args, init: Path, n_steps: int) -> dict:
         output_dir=args.out, per_device_train_batch_size=args.prompts * args.group,
         num_generations=args.group, max_completion_length=args.max_new, temperature=1.0, top_k=0, top_p=1.0,
         learning_rate=1e-4, beta=0.0,
-        num_iterations=1, loss_type="grpo", max_steps=n_steps, logging_steps=1, report_to=[], use_cpu=True,
-        bf16=False, gradient_checkpointing=False, save_strategy="no", shuffle_dataset=False,
+        num_iterations=1, loss_type="grpo", max_steps=n_steps, logging_steps=1, report_to=[],
+        use_cpu=args.device == "cpu", bf16=args.device != "cpu", gradient_checkpointing=False,
+        save_strategy="no", shuffle_dataset=False,
         dataloader_num_workers=0, disable_tqdm=True, seed=0,
     )
     trainer = GRPOTrainer(model=gpt, reward_funcs=reward, args=cfg, train_dataset=data,
@@ -214,6 +216,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5, help="timed steps per side")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu | cuda (bf16 on both sides; the SFT start stays on CPU)")
     ap.add_argument("--out", default="/tmp/bench_trl_grpo", help="TRL's output_dir (nothing is saved)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

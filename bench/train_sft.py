@@ -1,6 +1,7 @@
 """SFT training throughput: ``hlsm.sft.train`` against a plain nanoGPT-style loop, in one run.
 
-    python bench/train_sft.py [--preset cpu] [--steps 60] [--warmup 10] [--repeats 2] [--threads 2]
+    python bench/train_sft.py [--preset cpu] [--steps 60] [--warmup 10] [--repeats 5] [--threads 2]
+    python bench/train_sft.py --preset paper --device cuda [--peak-tflops 989]   # tokens/s and MFU
 
 Both sides train the same model shape (the preset's; the baseline is nanoGPT's GPT written out
 below, with the same parameter count) on the same data: the preset's default SFT mix, rendered
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 
 from hlsm.checkpoint import read_metrics
 from hlsm.model import HLSM
-from hlsm.policy import Policy, PolicyConfig
+from hlsm.policy import Policy, PolicyConfig, autocast
 from hlsm.sft import SFTConfig, make_split, mix_counts, train
 from hlsm.text import Tokenizer
 
@@ -98,10 +99,16 @@ class GPT(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def plain_loop(cfg: SFTConfig, mcfg: PolicyConfig, warmup: int) -> float:
     """nanoGPT's train.py loop on the same batches; returns tokens/s after ``warmup`` steps."""
+    device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
-    model = GPT(mcfg)
+    model = GPT(mcfg).to(device)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     other = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -132,16 +139,20 @@ def plain_loop(cfg: SFTConfig, mcfg: PolicyConfig, warmup: int) -> float:
     tokens, t0 = 0, None
     for step in range(cfg.steps):
         if step == warmup:
+            _sync(device)
             tokens, t0 = 0, time.perf_counter()
         for g in opt.param_groups:
             g["lr"] = get_lr(step)
         x, y = get_batch(step)
-        loss = model(x, y)
+        tokens += int((x != tok.pad_id).sum())
+        x, y = x.to(device), y.to(device)
+        with autocast(device):  # bf16 on CUDA, as nanoGPT and hlsm.sft
+            loss = model(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        tokens += int((x != tok.pad_id).sum())
+    _sync(device)
     return tokens / (time.perf_counter() - t0)
 
 
@@ -161,10 +172,14 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (bf16 autocast on CUDA, both sides)")
+    ap.add_argument("--peak-tflops", type=float, default=None,
+                    help="the device's peak for MFU (default: 989 = H100 bf16 dense on CUDA; none on CPU)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = SFTConfig.from_preset(args.preset, steps=args.steps, eval_every=0, ckpt_every=0, eval_n=1,
-                                log_every=args.warmup, device="cpu")
+                                log_every=args.warmup, device=args.device)
+    peak = args.peak_tflops if args.peak_tflops is not None else (989.0 if "cuda" in args.device else 0.0)
     mcfg = cfg.model_config()
     n_ours = sum(p.numel() for p in Policy(mcfg).parameters())
     n_plain = sum(p.numel() for p in GPT(mcfg).parameters())
@@ -180,6 +195,12 @@ def main() -> None:
     print(f"hlsm.sft.train     best {max(a):10,.0f} tokens/s   median {med_a:10,.0f}")
     print(f"plain nanoGPT loop best {max(b):10,.0f} tokens/s   median {med_b:10,.0f}")
     print(f"ratio (ours / plain): best {max(a) / max(b):.2f}x, median {med_a / med_b:.2f}x")
+    if peak:
+        # nanoGPT's estimate of training FLOPs per token: 6N for the matmuls + 12 L d T for attention
+        flops = 6 * n_ours + 12 * mcfg.n_layer * mcfg.n_embd * mcfg.block_size
+        mfu = lambda tok_s: tok_s * flops / (peak * 1e12)
+        print(f"MFU at {peak:g} TFLOP/s peak ({flops / 1e6:.1f} MFLOP/token): hlsm.sft {mfu(med_a):.2%}, "
+              f"plain {mfu(med_b):.2%} (medians)")
 
 
 if __name__ == "__main__":
