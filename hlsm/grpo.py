@@ -199,7 +199,7 @@ class GRPOConfig:
     """Every knob of a GRPO run; ``validate`` checks them all up front (ValueError naming the field)."""
 
     init: str = ""  # SFT run directory to start from (policy weights, model config, split, format)
-    split: dict | None = None  # a hlsm.sft.make_split spec; None: the init run's split
+    split: dict | None = None  # a hlsm.support.make_split spec; None: the init run's split
     seed: int = 0  # seeds the RL prompt stream, the sampling generators and the replay stream
     steps: int = 200  # RL steps; step k draws RL prompts [k*P, (k+1)*P) and samples G each
     prompts_per_step: int = 16  # P: prompts per step, all ranks together (divisible by world size)
