@@ -5,7 +5,8 @@
 The runs are the protocol study's (``experiments.protocol``; same configs, so the same cached
 runs): per (composition split, seed) unit an SFT base, GRPO from it on compositions beyond the
 SFT support (``grpo``: RL on compound traces), GRPO on atoms only (``grpo_atoms``), and the
-labelled control (continued SFT on the RL prompts). Each run is then scored at every depth
+labelled control of each GRPO run (continued SFT on exactly its RL prompts: ``control``,
+``control_atoms``). Each run is then scored at every depth
 L = 1 .. L_train + 2 on the same items (``atoms`` at L = 1, held-out ``unseen`` compositions at
 L_train, all compositions at deeper L, none of which any run trained on).
 
@@ -33,10 +34,12 @@ from experiments.report import (
     write_json,
 )
 from experiments.runs import posthoc_eval
+from hlsm.names import DEEPER, EVAL_ATOMS, SEEN, UNSEEN
 
-CONDITIONS = ("sft", "grpo", "grpo_atoms", "control")
+CONDITIONS = ("sft", "grpo", "grpo_atoms", "control", "control_atoms")
 LABELS = {"sft": "SFT", "grpo": "SFT + RL, compound traces", "grpo_atoms": "SFT + RL, atomic modules",
-          "control": "SFT + labelled SFT on the RL prompts (control)"}
+          "control": "SFT + labelled SFT on the compound RL prompts (control of RL compounds)",
+          "control_atoms": "SFT + labelled SFT on the atom RL prompts (control of RL atoms)"}
 # The paper's Table 1 (OOD compound traces at L = 4, L_train = 3), from ../shared/seeds/002_*.txt
 PAPER_TABLE1 = {"sft": 4.8, "grpo_atoms": 14.8, "grpo": 42.6}
 
@@ -50,7 +53,7 @@ def depth_rows(cfg: protocol.StudyConfig, rows: list[dict]) -> list[dict]:
     jobs = []
     for (sp, seed, cond), run in sorted(runs.items()):
         split = dict(spec, partition_seed=sp, deeper=[depth + 1, depth + 2])
-        jobs.append(((sp, seed, cond), (Path(cfg.runs) / run, split, ("atoms", "seen", "unseen", "deeper"), n,
+        jobs.append(((sp, seed, cond), (Path(cfg.runs) / run, split, (EVAL_ATOMS, SEEN, UNSEEN, DEEPER), n,
                                         seed)))
     workers = cfg.workers or 2
     if workers > 1:
@@ -62,12 +65,12 @@ def depth_rows(cfg: protocol.StudyConfig, rows: list[dict]) -> list[dict]:
     for ((sp, seed, cond), _), evals in zip(jobs, results):
         acc = {}
         for r in evals:
-            if r["by"] == "all" and r["support"] in ("atoms", "seen", "unseen"):
+            if r["by"] == "all" and r["support"] in (EVAL_ATOMS, SEEN, UNSEEN):
                 acc[r["support"]] = float(r["answer"])
             if r["by"] == "depth" and r["support"] == "deeper":
                 acc[f"L{r['group']}"] = float(r["answer"])
         base = {"split": sp, "seed": seed, "condition": cond}
-        out.append({**base, "depth": 1, "set": "atoms", "accuracy": acc["atoms"]})
+        out.append({**base, "depth": 1, "set": "atoms", "accuracy": acc[EVAL_ATOMS]})
         out.append({**base, "depth": depth, "set": "seen", "accuracy": acc["seen"]})
         out.append({**base, "depth": depth, "set": "unseen", "accuracy": acc["unseen"]})
         for L in (depth + 1, depth + 2):
@@ -101,7 +104,7 @@ def tables(drows: list[dict], depth: int) -> tuple[list[dict], list[dict]]:
                                 "mean": m, "ci95": h, "n": n})
     table = []
     deeper = sel(depth + 1, "deeper")
-    for cond in ("sft", "grpo_atoms", "grpo", "control"):
+    for cond in ("sft", "grpo_atoms", "grpo", "control_atoms", "control"):
         m, h, n = mean_ci([r["accuracy"] for r in deeper if r["condition"] == cond])
         g = paired(deeper, cond, "sft", "value") if cond != "sft" else (float("nan"),) * 3
         paper = PAPER_TABLE1.get(cond)
@@ -137,14 +140,15 @@ def plot(plotted: list[dict], depth: int, stem: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"sft": "0.5", "grpo": "tab:blue", "grpo_atoms": "tab:orange", "control": "tab:green"}
+    colors = {"sft": "0.5", "grpo": "tab:blue", "grpo_atoms": "tab:orange", "control": "tab:green",
+              "control_atoms": "tab:olive"}
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     ax = axes[0]
     conds = [c for c in CONDITIONS if c != "sft"]
     for i, s in enumerate(("seen", "unseen")):
         for j, c in enumerate(conds):
             r = next(p for p in plotted if p["panel"] == "gain_at_Ltrain" and p["condition"] == c and p["set"] == s)
-            ax.bar(i + (j - 1) * 0.27, 100 * r["mean"], 0.25, yerr=100 * r["ci95"], color=colors[c], capsize=3,
+            ax.bar(i + (j - 1.5) * 0.2, 100 * r["mean"], 0.18, yerr=100 * r["ci95"], color=colors[c], capsize=3,
                    label=LABELS[c] if i == 0 else None)
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks([0, 1], [f"seen (L={depth})", f"unseen (L={depth})"])
@@ -156,7 +160,8 @@ def plot(plotted: list[dict], depth: int, stem: Path) -> None:
         r = next(p for p in plotted if p["panel"] == "accuracy_by_depth" and p["condition"] == c
                  and p["depth"] == depth + 1)
         ax.bar(j, 100 * r["mean"], 0.6, yerr=100 * r["ci95"], color=colors[c], capsize=3)
-    ax.set_xticks(range(len(CONDITIONS)), ["SFT", "+RL compound", "+RL atoms", "+labelled\ncontrol"], fontsize=8)
+    ax.set_xticks(range(len(CONDITIONS)), ["SFT", "+RL compound", "+RL atoms", "+labelled\ncompounds",
+                                           "+labelled\natoms"], fontsize=8)
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"OOD compound traces, L = {depth + 1}")
     ax = axes[2]

@@ -25,6 +25,7 @@ import numpy as np
 from experiments import heldout, protocol
 from experiments.report import figure_parser, mean_ci, provenance, save_figure, write_csv, write_json
 from experiments.runs import cached_json
+from hlsm.names import EVAL_HELDOUT_ATOMS
 
 N_ITEMS = {"smoke": 16, "cpu": 192}  # items per probe support
 N_CAUSAL = {"smoke": 8, "cpu": 64}  # unseen items patched per (layer, t): causal patching regenerates
@@ -33,7 +34,7 @@ LABELS = {"random": "random init", "sft": "SFT", "rl": "SFT + GRPO", "control": 
 TASKS = {  # target -> (condition name of sft / rl / control in its runs, probe item supports)
     "skill": ({"sft": "sft", "rl": "grpo", "control": "control"}, ("seen", "unseen")),
     "routing": ({"sft": "sft", "rl": "grpo_composed", "control": "control_composed"},
-                ("seen", "heldout_atoms", "rl_prompts", "unseen")),
+                ("seen", EVAL_HELDOUT_ATOMS, "rl_prompts", "unseen")),
 }
 
 

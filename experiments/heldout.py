@@ -10,15 +10,15 @@ here means "held out of SFT's compositions". From that base, four continuations 
 
 - ``grpo_atoms`` / ``grpo_composed``: GRPO whose prompts reintroduce the held-out modules as atoms
   (``rl_atoms``) or inside depth-L compositions (``rl_composed``);
-- ``control_atoms`` / ``control_composed``: continued SFT with labels on exactly those prompt
-  streams (same updates, prompts per update and learning rate), the comparison RL must win;
+- ``control_atoms`` / ``control_composed``: continued SFT with labels on exactly the prompts each
+  GRPO arm samples, in the same order (``hlsm.control.labelled_control``), the comparison RL must win;
 - the same four with ``+replay``: each step also trains on labelled SFT sequences (half as many as
   RL prompts; GRPO's replay NLL term, the control's batch mix), the protocol study's best guard
   against forgetting.
 
 Every continuation is scored every ``eval_every`` steps on the same items: ``unseen`` (compositions
 using a held-out module that no run trains on: the claim's set), ``rl_prompts`` (the composed
-arm's RL compositions, fresh inputs), ``heldout_atoms`` (fresh inputs) and ``seen`` (the SFT
+arm's RL compositions, fresh inputs), ``eval_heldout_atoms`` (fresh inputs) and ``seen`` (the SFT
 compositions: forgetting). The split index picks which modules are held out and the composition
 partition. Writes ``figN.{png,pdf,csv,json}``, ``figN_curves.csv`` and ``figN_units.csv``.
 """
@@ -31,11 +31,23 @@ from pathlib import Path
 from experiments.report import figure_parser, mean_ci, paired, provenance, read_csv, save_figure, write_csv, write_json
 from experiments.runs import run_all
 from hlsm.checkpoint import read_metrics
+from hlsm.control import labelled_control
 from hlsm.grpo import GRPOConfig
+from hlsm.names import (
+    ATOMS,
+    EVAL_HELDOUT_ATOMS,
+    HELDOUT_ATOMS,
+    RL_ATOMS,
+    RL_COMPOSED,
+    RL_PROMPTS,
+    SEEN,
+    SFT,
+    UNSEEN,
+)
 from hlsm.sft import DEFAULT_SPLIT, SFTConfig
 
-SUPPORTS = ("unseen", "rl_prompts", "heldout_atoms", "seen")
-ARMS = {"atoms": "rl_atoms", "composed": "rl_composed"}  # reintroduction arm -> the split's RL support
+SUPPORTS = (UNSEEN, RL_PROMPTS, EVAL_HELDOUT_ATOMS, SEEN)
+ARMS = {"atoms": RL_ATOMS, "composed": RL_COMPOSED}  # reintroduction arm -> the split's RL support
 REPLAY = 0.5  # "+replay" conditions: labelled SFT sequences per step, as a fraction of the RL prompts
 CONDITIONS = ("sft", "grpo_atoms", "grpo_composed", "control_atoms", "control_composed", "grpo_atoms+replay",
               "grpo_composed+replay", "control_atoms+replay", "control_composed+replay")
@@ -63,7 +75,7 @@ PRESETS = {
                 grpo=dict(steps=100, prompts_per_step=16, group_size=8, lr=1e-4, eval_n=192, max_new_tokens=32,
                           eval_every=20)),
 }
-SFT_MIX = {"sft": 1.0, "atoms": 0.25, "heldout_atoms": 0.1}  # SFT batch shares: compounds, kept atoms, held-out atoms
+SFT_MIX = {SFT: 1.0, ATOMS: 0.25, HELDOUT_ATOMS: 0.1}  # SFT batch shares: compounds, kept atoms, held-out atoms
 
 
 def split_spec(figure: str, split: int, preset: str) -> dict:
@@ -88,16 +100,11 @@ def unit_configs(figure: str, preset: str, split: int, seed: int) -> dict[str, t
     for replay in (0.0, REPLAY):
         tag = "+replay" if replay else ""
         for arm, support in ARMS.items():
-            out[f"grpo_{arm}{tag}"] = ("grpo", GRPOConfig(
-                **g, seed=seed, rl_support=support, replay_fraction=replay, replay_support="sft",
-                eval_supports=SUPPORTS, ckpt_every=max(1, g["steps"] // 4), log_every=1))
-            # the control sees the same RL prompts per update, plus the same share of replayed SFT data
-            mix = {support: 1.0, "sft": replay} if replay else {support: 1.0}
-            out[f"control_{arm}{tag}"] = ("control", SFTConfig(
-                preset=base.preset, split=spec, seed=seed, train_supports=mix, eval_supports=SUPPORTS,
-                steps=g["steps"], batch_size=round(g["prompts_per_step"] * (1 + replay)), lr=g["lr"], warmup_steps=0,
-                min_lr_ratio=1.0, eval_every=g["eval_every"], eval_n=g["eval_n"], ckpt_every=max(1, g["steps"] // 4),
-                device="auto"))
+            grpo = GRPOConfig(**g, seed=seed, rl_support=support, replay_fraction=replay, replay_support=SFT,
+                              eval_supports=SUPPORTS, ckpt_every=max(1, g["steps"] // 4), log_every=1)
+            out[f"grpo_{arm}{tag}"] = ("grpo", grpo)
+            # the same RL prompts per update in the same order, plus the same replayed SFT items
+            out[f"control_{arm}{tag}"] = ("control", labelled_control(grpo, split=spec, preset=base.preset))
     return out
 
 
@@ -172,8 +179,8 @@ def summarize(finals: list[dict], curves: list[dict]) -> tuple[list[dict], list[
 
 STYLE = {"grpo_atoms": ("tab:orange", "-"), "grpo_composed": ("tab:blue", "-"),
          "control_atoms": ("tab:orange", ":"), "control_composed": ("tab:blue", ":")}
-TITLES = {"unseen": "unseen compositions with a held-out module", "rl_prompts": "composed-RL compositions",
-          "heldout_atoms": "held-out modules as atoms", "seen": "SFT compositions"}
+TITLES = {UNSEEN: "unseen compositions with a held-out module", RL_PROMPTS: "composed-RL compositions",
+          EVAL_HELDOUT_ATOMS: "held-out modules as atoms", SEEN: "SFT compositions"}
 
 
 def plot(curve: list[dict], figure: str, stem: Path) -> None:

@@ -4,8 +4,9 @@
 
 For every (composition split, seed) unit it trains SFT bases, then from each base GRPO variants
 and the control every claim must beat: *continued SFT with labels on exactly the RL prompts*
-(same prompts, same number of updates, same learning rate; one label per prompt instead of G
-scored samples). Every run is scored on the same evaluation items (same eval seed): ``seen``
+(same prompts in the same order, same number of updates, same learning rate; one label per prompt
+instead of G scored samples; ``hlsm.control.labelled_control``), one control per RL support and
+replay setting (``CONTROL_OF``). Every run is scored on the same evaluation items (same eval seed): ``seen``
 (SFT compositions, fresh inputs: forgetting), ``rl_prompts`` (the RL compositions, fresh inputs),
 ``unseen`` (held-out compositions no training stream ever shows: the transfer question) and
 ``deeper`` (L_train + 1). Units differ in the composition partition (``partition_seed``: which
@@ -28,10 +29,12 @@ from pathlib import Path
 from experiments.report import mean_ci, provenance, read_csv, write_csv, write_json
 from experiments.runs import run_all
 from hlsm.checkpoint import read_metrics
+from hlsm.control import labelled_control
 from hlsm.grpo import GRPOConfig
+from hlsm.names import ATOMS, DEEPER, RL_ATOMS, RL_INSIDE, RL_PROMPTS, SEEN, SFT, UNSEEN
 from hlsm.sft import DEFAULT_SPLIT, SFTConfig
 
-SUPPORTS = ("seen", "rl_prompts", "unseen", "deeper")
+SUPPORTS = (SEEN, RL_PROMPTS, UNSEEN, DEEPER)
 
 # The study's task: the DESIGN.md §4 prototype (8 length-preserving skills chained at L_train = 2,
 # 64 compositions), with a larger held-out share (~35%, ~22 compositions per partition) so that
@@ -62,38 +65,40 @@ BASES = {
     "sft_atoms": {"train_supports": {"atoms": 1.0}, "steps": 0.5},  # atoms only as L = 1 traces
 }
 
-# name -> (base, kind, GRPO or control overrides, tier). kind: base | grpo | control.
+VARIANT_BASES = ("sft_short", "sft_ls", "sft_rope", "sft_nopos", "sft_compounds", "sft_atoms")
+# name -> (base, kind, GRPO overrides (kind grpo) or the GRPO condition it mirrors (kind control), tier).
+# kind: base | grpo | control. A control is ``hlsm.control.labelled_control`` of its GRPO condition:
+# continued SFT on exactly the prompts (and replay items) that GRPO run samples, in the same order.
 CONDITIONS = {
     "sft": ("sft", "base", {}, "core"),
-    "control": ("sft", "control", {}, "core"),
+    "control": ("sft", "control", "grpo", "core"),
     "grpo": ("sft", "grpo", {}, "core"),
     "grpo_kl": ("sft", "grpo", {"beta": 0.05}, "core"),
     "grpo_replay": ("sft", "grpo", {"replay_fraction": 0.5}, "core"),
+    "control_replay": ("sft", "control", "grpo_replay", "core"),
     "grpo_structure": ("sft", "grpo", {"rewards": {"answer": 0.5, "structure": 0.5}}, "core"),
-    "grpo_atoms": ("sft", "grpo", {"rl_support": "rl_atoms"}, "core"),
-    "grpo_inside": ("sft", "grpo", {"rl_support": "rl_inside"}, "core"),  # RL on the SFT compositions
+    "grpo_atoms": ("sft", "grpo", {"rl_support": RL_ATOMS}, "core"),
+    "control_atoms": ("sft", "control", "grpo_atoms", "core"),
+    "grpo_inside": ("sft", "grpo", {"rl_support": RL_INSIDE}, "core"),  # RL on the SFT compositions
+    "control_inside": ("sft", "control", "grpo_inside", "core"),
     "grpo_no_std": ("sft", "grpo", {"scale_std": False}, "all"),
     "grpo_lr_x3": ("sft", "grpo", {"lr": 3.0}, "all"),  # a multiplier of the preset's lr
+    "control_lr_x3": ("sft", "control", "grpo_lr_x3", "all"),
     "grpo_temp_1.5": ("sft", "grpo", {"temperature": 1.5}, "all"),
     "grpo_g16": ("sft", "grpo", {"group_size": 16, "prompts_per_step": 0.5}, "all"),  # same rollouts
-    "sft_short": ("sft_short", "base", {}, "all"),
-    "sft_short+grpo": ("sft_short", "grpo", {}, "all"),
-    "sft_short+control": ("sft_short", "control", {}, "all"),
-    "sft_ls": ("sft_ls", "base", {}, "all"),
-    "sft_ls+grpo": ("sft_ls", "grpo", {}, "all"),
-    "sft_ls+control": ("sft_ls", "control", {}, "all"),
-    "sft_rope": ("sft_rope", "base", {}, "all"),
-    "sft_rope+grpo": ("sft_rope", "grpo", {}, "all"),
-    "sft_rope+control": ("sft_rope", "control", {}, "all"),
-    "sft_nopos": ("sft_nopos", "base", {}, "all"),
-    "sft_nopos+grpo": ("sft_nopos", "grpo", {}, "all"),
-    "sft_nopos+control": ("sft_nopos", "control", {}, "all"),
-    "sft_compounds": ("sft_compounds", "base", {}, "all"),
-    "sft_compounds+grpo": ("sft_compounds", "grpo", {}, "all"),
-    "sft_compounds+control": ("sft_compounds", "control", {}, "all"),
-    "sft_atoms": ("sft_atoms", "base", {}, "all"),
-    "sft_atoms+grpo": ("sft_atoms", "grpo", {}, "all"),
-    "sft_atoms+control": ("sft_atoms", "control", {}, "all"),
+    "control_g16": ("sft", "control", "grpo_g16", "all"),
+    **{name: row for b in VARIANT_BASES
+       for name, row in ((b, (b, "base", {}, "all")), (f"{b}+grpo", (b, "grpo", {}, "all")),
+                         (f"{b}+control", (b, "control", f"{b}+grpo", "all")))},
+}
+# Each GRPO condition's control: the control of the GRPO condition that samples the same items (same
+# RL support, prompts per step, steps, lr and replay; rewards, KL, std scaling and temperature change
+# what GRPO does with its prompts, not which prompts it sees). A test checks every pairing.
+CONTROL_OF = {
+    **dict.fromkeys(("grpo", "grpo_kl", "grpo_structure", "grpo_no_std", "grpo_temp_1.5"), "control"),
+    "grpo_replay": "control_replay", "grpo_atoms": "control_atoms", "grpo_inside": "control_inside",
+    "grpo_lr_x3": "control_lr_x3", "grpo_g16": "control_g16",
+    **{f"{b}+grpo": f"{b}+control" for b in VARIANT_BASES},
 }
 MULTIPLIERS = ("lr", "prompts_per_step", "steps")  # overrides given as a factor of the preset's value
 
@@ -127,12 +132,11 @@ class StudyConfig:
             names = list(self.conditions)
         else:
             names = [n for n, c in CONDITIONS.items() if self.tier == "all" or c[3] == "core"]
-        # a condition needs its base's reference and control to be read against
+        # a condition needs its base, and a GRPO condition its control, to be read against
         for n in list(names):
-            base = CONDITIONS[n][0]
-            for need in (base if base != "sft" else "sft", "control" if base == "sft" else f"{base}+control"):
-                if need not in names:
-                    names.append(need)
+            base, kind, of, _ = CONDITIONS[n]
+            needs = [base] + ([CONTROL_OF[n]] if kind == "grpo" else [])
+            names += [m for m in needs if m not in names]
         return names
 
 
@@ -152,26 +156,26 @@ def unit_configs(cfg: StudyConfig, split_seed: int, seed: int) -> dict[str, tupl
     grpo_kw = dict(p["grpo"], **cfg.extra.get("grpo", {}))
     bases = {}
     for name, over in BASES.items():
-        kw = dict({"train_supports": {"sft": 1.0, "atoms": 0.25}}, **sft_kw)
+        kw = dict({"train_supports": {SFT: 1.0, ATOMS: 0.25}}, **sft_kw)
         kw.update(_scaled(sft_kw, over))
         bases[name] = SFTConfig(**kw, split=split, seed=seed, eval_supports=SUPPORTS, eval_every=0,
                                 ckpt_every=max(1, kw["steps"] // 4), device="auto")
+    def grpo(over):
+        kw = dict(grpo_kw, **_scaled(grpo_kw, over))
+        return GRPOConfig(**kw, seed=seed, eval_supports=SUPPORTS, eval_every=0,
+                          ckpt_every=max(1, kw["steps"] // 4), log_every=1)
+
     out = {}
     for name in cfg.chosen():
         base, kind, over, _ = CONDITIONS[name]
         if kind == "base":
             out[name] = ("sft", bases[base])
         elif kind == "grpo":
-            kw = dict(grpo_kw, **_scaled(grpo_kw, over))
-            out[name] = ("grpo", GRPOConfig(**kw, seed=seed, eval_supports=SUPPORTS, eval_every=0,
-                                            ckpt_every=max(1, kw["steps"] // 4), log_every=1))
-        else:  # the labelled control: same prompts, updates and lr as the RL runs, labels instead of rewards
-            b = bases[base]
-            out[name] = ("control", SFTConfig(
-                preset=b.preset, model=b.model, split=split, seed=seed, train_supports={"rl": 1.0},
-                eval_supports=SUPPORTS, steps=grpo_kw["steps"], batch_size=grpo_kw["prompts_per_step"],
-                lr=grpo_kw["lr"], warmup_steps=0, min_lr_ratio=1.0, eval_every=0, eval_n=grpo_kw["eval_n"],
-                ckpt_every=max(1, grpo_kw["steps"] // 4), device="auto"))
+            out[name] = ("grpo", grpo(over))
+        else:  # labels on exactly the items its GRPO condition samples, instead of rewards
+            g = grpo(CONDITIONS[over][2])
+            out[name] = ("control", labelled_control(g, split=split, preset=bases[base].preset,
+                                                     model=bases[base].model, device="auto"))
     return out
 
 
@@ -227,7 +231,7 @@ def summarize(rows: list[dict]) -> list[dict]:
     out = []
     for name in dict.fromkeys(r["condition"] for r in rows):
         base = CONDITIONS[name][0]
-        control = "control" if base == "sft" else f"{base}+control"
+        control = CONTROL_OF.get(name)  # only a GRPO condition has a control to be read against
         for sup in SUPPORTS:
             vals = [acc.get((*u, name, sup)) for u in units]
             row = {"condition": name, "support": sup}

@@ -6,21 +6,45 @@
 
 A run is re-used only when its directory holds a finished policy *and* the config it recorded is
 exactly the requested one, so a changed config never gets a stale run; a directory with a
-checkpoint but no policy is an interrupted run and resumes. The hash covers every field of the
-config (evaluation sizes included: they change the numbers a figure reads).
+checkpoint but no policy is an interrupted run and resumes. The directory name holds a hash of
+every field of the config (evaluation sizes included: they change the numbers a figure reads)
+and ``code_version()``, a hash of the training code, so a code change never re-uses a run made by
+other code: such runs are left in place, named on stderr, and the run is made again.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import shutil
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
 from hlsm.checkpoint import CHECKPOINT, POLICY, read_config
+
+# hlsm files that cannot change a training or evaluation result (tools around the runs)
+NOT_RUN_CODE = ("identify.py", "__main__.py", "demo.py", "integrations")
+
+
+@functools.cache
+def code_version(*packages: str) -> str:
+    """A short hash of the code a result depends on: every source file of ``packages`` (default:
+    hlsm, with its vocabulary) except ``NOT_RUN_CODE``."""
+    import importlib
+
+    h = hashlib.sha256()
+    for name in packages or ("hlsm",):
+        pkg = Path(importlib.import_module(name).__file__).parent
+        for path in sorted([*pkg.rglob("*.py"), *pkg.glob("*.json")]):
+            rel = path.relative_to(pkg).as_posix()
+            if rel.split("/")[0] in NOT_RUN_CODE or "__pycache__" in rel:
+                continue
+            h.update(f"{name}/{rel}".encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
 
 
 def config_key(kind: str, config: dict) -> str:
@@ -30,7 +54,15 @@ def config_key(kind: str, config: dict) -> str:
 
 
 def run_dir(kind: str, cfg, root) -> Path:
-    return Path(root) / f"{kind}-{config_key(kind, cfg.to_dict())}"
+    """``root/<kind>-<config hash>-<code version>``."""
+    return Path(root) / f"{kind}-{config_key(kind, cfg.to_dict())}-{code_version()}"
+
+
+def stale_runs(kind: str, cfg, root) -> list[Path]:
+    """Runs of the same config made by other code (older names carry no code version)."""
+    key = config_key(kind, cfg.to_dict())
+    here = run_dir(kind, cfg, root)
+    return sorted(p for p in Path(root).glob(f"{kind}-{key}*") if p != here and p.is_dir())
 
 
 def is_finished(out: Path, cfg) -> bool:
@@ -48,6 +80,9 @@ def _train(kind: str, cfg, root, threads: int = 0, snapshot_every: int = 0) -> P
     out = run_dir(kind, cfg, root)
     if is_finished(out, cfg):
         return out
+    for old in stale_runs(kind, cfg, root):
+        print(f"stale run {old} (made by other code than {code_version()}): not re-used, training "
+              f"{out.name}", file=sys.stderr)
     resume = (out / CHECKPOINT).exists()
     if not resume and out.exists():  # killed before its first checkpoint: nothing to resume
         shutil.rmtree(out)
@@ -113,7 +148,7 @@ def posthoc_eval(run: Path, split_spec: dict, supports: tuple[str, ...], n: int,
     from hlsm.sft import make_split
 
     key = config_key("posthoc", {"split": split_spec, "supports": list(supports), "n": n, "seed": seed,
-                                 "by": list(by)})
+                                 "by": list(by), "code": code_version()})
     path = Path(run) / f"posthoc-{key}.csv"
     if path.exists():
         with open(path) as f:
@@ -135,8 +170,11 @@ def posthoc_eval(run: Path, split_spec: dict, supports: tuple[str, ...], n: int,
 
 
 def cached_json(run: Path, kind: str, args: dict, compute, *call_args):
-    """``compute(*call_args)``'s JSON-able result, cached in the run directory by a hash of ``kind`` and ``args``."""
-    path = Path(run) / f"{kind}-{config_key(kind, args)}.json"
+    """``compute(*call_args)``'s JSON-able result, cached in the run directory by a hash of ``kind``,
+    ``args`` and the code."""
+    # probes and figure code compute these values: they are part of the key
+    key = config_key(kind, {**args, "code": code_version("hlsm", "probes", "experiments")})
+    path = Path(run) / f"{kind}-{key}.json"
     if path.exists():
         return json.loads(path.read_text())
     value = compute(*call_args)

@@ -10,16 +10,25 @@ A run directory holds
 
 Checkpoints are written atomically (temp file in the same directory, fsync, rename, fsync the
 directory): a kill at any moment leaves either the old or the new checkpoint, never half of one.
+
+Every ``.pt`` file holds tensors and plain Python values only (dicts, lists, tuples, numbers,
+strings; RNG states as lists and tensors) and is loaded with ``torch.load(weights_only=True)``:
+opening a run directory someone shared never runs code from it. A file that needs more (one
+written before this format, or a crafted one) is refused with an ``UnsafeCheckpointError`` naming
+it; ``python -m hlsm.checkpoint convert FILE`` rewrites an old checkpoint you trust.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import platform
 import random
 import subprocess
+import sys
 import time
+import zipfile
 from dataclasses import fields
 from pathlib import Path
 
@@ -84,20 +93,67 @@ def atomic_write_bytes(path: str | Path, write) -> None:
     _fsync_dir(path.parent)
 
 
+class UnsafeCheckpointError(ValueError):
+    """A .pt file holds pickled objects beyond tensors and plain values; it was not loaded."""
+
+
+class CorruptCheckpointError(ValueError):
+    """A .pt file is truncated or not a torch file."""
+
+
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    """torch.save ``state`` to ``path`` atomically."""
+    """torch.save ``state`` (tensors and plain values only) to ``path`` atomically."""
     atomic_write_bytes(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    return torch.load(path, map_location=map_location, weights_only=False)
+    """A checkpoint or policy file, loaded weights-only: no code in it can run."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        why = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
+        raise UnsafeCheckpointError(
+            f"{path}: refused to load: it holds pickled objects beyond tensors and plain values ({why}). "
+            f"If it is a checkpoint written by an older hlsm and you trust it, convert it with "
+            f"`python -m hlsm.checkpoint convert {path}`"
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise CorruptCheckpointError(
+            f"{path} is corrupt (truncated or not a torch file: {str(e).splitlines()[0][:160]}); "
+            f"delete it to start over, or restore it from a copy"
+        ) from None
+
+
+def convert_legacy(path: str | Path) -> Path:
+    """Rewrite a checkpoint of an older hlsm (numpy RNG state as a pickled array) in the safe format.
+
+    Loads it with ``weights_only=False``: only for files you trust. Returns the path.
+    """
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(state.get("rng"), dict) and not isinstance(state["rng"].get("numpy"), list):
+        state["rng"] = _plain_rng(state["rng"])
+    save_checkpoint(path, state)
+    load_checkpoint(path)  # proves the result loads weights-only
+    return Path(path)
 
 
 # --- RNG state ------------------------------------------------------------------------------
 
 
+def _plain_rng(state: dict) -> dict:
+    """RNG states as plain values: numpy's (name, uint32 keys, pos, has_gauss, gauss) as a list."""
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    version, internal, gauss_next = state["python"]
+    return {**state, "python": [int(version), [int(v) for v in internal], gauss_next],
+            "numpy": [str(name), [int(v) for v in keys], int(pos), int(has_gauss), float(gauss)]}
+
+
 def rng_state() -> dict:
-    """Every global RNG a training step may draw from: Python, numpy, torch CPU and CUDA."""
+    """Every global RNG a training step may draw from (Python, numpy, torch CPU and CUDA), as
+    plain lists and tensors so that checkpoints load weights-only."""
     state = {
         "python": random.getstate(),
         "numpy": np.random.get_state(),
@@ -105,13 +161,15 @@ def rng_state() -> dict:
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+    return _plain_rng(state)
 
 
 def set_rng_state(state: dict) -> None:
     """Restore ``rng_state()`` (its tensors may have been loaded onto a GPU: moved back to CPU)."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
@@ -182,6 +240,11 @@ class MetricsLog:
             return
         with open(self.path, "a") as f:
             f.write(json.dumps(record, default=float) + "\n")
+
+    def reset(self) -> None:
+        """Drop every record: a run starting over (no checkpoint to resume) logs from scratch."""
+        if self.enabled and self.path.exists():
+            self.path.unlink()
 
     def truncate(self, step: int) -> None:
         if not self.enabled or not self.path.exists():
@@ -271,3 +334,36 @@ def given_config(args, config_cls) -> dict:
     """The config fields set on the command line (flags left at None are not given)."""
     return {f.name: getattr(args, f.name) for f in fields(config_cls)
             if getattr(args, f.name, None) is not None}
+
+
+def start_step(out: Path, resume: bool, log: MetricsLog, enabled: bool = True):
+    """The checkpoint to resume from (or None) and the log made consistent with it.
+
+    With ``resume`` and a checkpoint, records after its step are dropped (they are re-logged);
+    with ``resume`` but no checkpoint the run starts over, says so, and its log is emptied, so the
+    log of a resumed run always equals an uninterrupted one's.
+    """
+    ckpt = latest_checkpoint(out) if resume else None
+    if resume and ckpt is None:
+        if enabled:
+            print(f"{out}: no checkpoint, starting over", file=sys.stderr)
+        log.reset()
+    return ckpt
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m hlsm.checkpoint", description="checkpoint tools")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("convert", help="rewrite trusted checkpoints of an older hlsm in the safe format")
+    c.add_argument("files", nargs="+")
+    args = p.parse_args(argv)
+    for f in args.files:
+        convert_legacy(f)
+        print(f"converted {f}: loads weights-only")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from hlsm.model import HLSM
+from hlsm.names import eval_stream
 from hlsm.policy import generate, unwrap
 from hlsm.text import REWARDS, Tokenizer, expected_chunks, parse_completion
 
@@ -161,14 +162,16 @@ def evaluate(
 ) -> list[dict]:
     """Score ``model`` on ``n`` items of each named support of ``split`` (default: its eval supports).
 
-    Items come from ``HLSM(support=split.support(name), seed=seed, stream=f"eval:{name}")``, the
-    first ``n`` of the stream, so every call and every checkpoint sees the same items.
+    Items come from ``HLSM(support=split.support(name), seed=seed, stream=eval_stream(name))``, the
+    first ``n`` of the stream, so every call and every checkpoint sees the same items. Support names
+    are unique across a split's train and eval dicts, so an evaluation name always reads the
+    evaluation support ``Split.check_disjoint`` proves disjoint from training.
     """
     names = tuple(split.eval) if supports is None else tuple(supports)
     rows = []
     for name in names:
         support = split.support(name)
-        gen = HLSM(support=support, seed=seed, fmt=fmt, granularity=granularity, stream=f"eval:{name}")
+        gen = HLSM(support=support, seed=seed, fmt=fmt, granularity=granularity, stream=eval_stream(name))
         records = score_examples(
             model, gen.sample(n), samples, pass_k, temperature, batch_size, max_new_tokens,
             generator_seed=seed, tokenizer=tokenizer,
@@ -183,6 +186,20 @@ def lookup(rows: list[dict], support: str, by: str = "all", group: str = "all") 
         if r["support"] == support and r["by"] == by and r["group"] == group:
             return r
     raise KeyError(f"no row for support={support!r} by={by!r} group={group!r}")
+
+
+def read_csv(path: str | Path) -> list[dict]:
+    """Rows written by ``write_csv``, numbers as floats (support, by and group stay strings)."""
+    def value(k, v):
+        if k in ("support", "by", "group"):
+            return v
+        try:
+            return float(v)
+        except ValueError:
+            return v
+
+    with open(path, newline="") as f:
+        return [{k: value(k, v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def write_csv(rows: list[dict], path: str | Path) -> None:

@@ -1,6 +1,7 @@
 """GRPO on the HLSM: group-relative policy optimization from an SFT checkpoint.
 
-Each step draws P prompts from an RL support (step k uses stream items [k*P, (k+1)*P)), samples G
+Each step draws P prompts from an RL support (step k uses items [k*P, (k+1)*P) of the stream
+``hlsm.names.train_stream(rl_support)``, the one SFT on that support reads as well), samples G
 completions per prompt at the sampling temperature, scores them with named, weighted rewards from
 ``hlsm.text.REWARDS``, turns rewards into group-relative advantages and takes ``epochs x
 minibatches`` clipped policy-gradient updates, with an optional k3 KL to a frozen reference and an
@@ -52,13 +53,13 @@ from hlsm.checkpoint import (
     add_config_flags,
     given_config,
     init_run,
-    latest_checkpoint,
     load_checkpoint,
     load_policy,
     read_config,
     save_checkpoint,
     save_policy,
     snapshot_name,
+    start_step,
 )
 from hlsm.distributed import (
     DistInfo,
@@ -70,6 +71,7 @@ from hlsm.distributed import (
     wrap_ddp,
 )
 from hlsm.model import HLSM
+from hlsm.names import GRPO_SAMPLING, RL, RL_PROMPTS, SEEN, SFT, UNSEEN, train_stream
 from hlsm.policy import Generation, completion_logprobs, generate
 from hlsm.rng import stream_key
 from hlsm.text import Tokenizer
@@ -86,7 +88,9 @@ def compute_group_advantages(
     """Group-relative advantages of ``rewards`` (B,), laid out as B/G consecutive groups of G.
 
     A_i = r_i - mean(group), divided by (std(group) + eps) when ``scale_std`` (unbiased std, as in
-    DeepSeekMath and TRL). A group whose rewards are all tied gets A = 0 exactly, never NaN.
+    DeepSeekMath and TRL). A group whose rewards are all tied gets A = 0 exactly, never NaN: the
+    float mean of tied rewards such as 1/3 can differ from them by an ulp, and that residual over
+    (std + eps) would otherwise be a spurious advantage of a few percent.
     """
     if rewards.dim() != 1 or rewards.numel() % group_size:
         raise ValueError(
@@ -96,7 +100,8 @@ def compute_group_advantages(
     adv = r - r.mean(dim=1, keepdim=True)
     if scale_std:
         adv = adv / (r.std(dim=1, keepdim=True) + eps)
-    return adv.reshape(-1)
+    tied = r.amax(dim=1, keepdim=True) == r.amin(dim=1, keepdim=True)
+    return adv.masked_fill(tied, 0.0).reshape(-1)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -221,11 +226,11 @@ class GRPOConfig:
     eps_high: float = 0.2  # clip ratios above 1 + eps_high (positive advantages; DAPO: 0.28)
     beta: float = 0.0  # weight of the k3 KL to the frozen initial policy; 0 loads no reference at all
     rewards: dict = field(default_factory=lambda: {"answer": 1.0})  # name in hlsm.text.REWARDS -> weight
-    rl_support: str = "rl"  # the split's training support the RL prompts come from
+    rl_support: str = RL  # the split's training support the RL prompts come from
     replay_fraction: float = 0.0  # labelled SFT sequences per step, as a fraction of P (NLL term)
-    replay_support: str = "sft"  # the split's training support replay sequences come from
+    replay_support: str = SFT  # the split's training support replay sequences come from
     replay_coef: float = 1.0  # weight of the replay NLL term in the loss
-    eval_supports: tuple = ("seen", "rl_prompts", "unseen")  # the split's eval supports to score
+    eval_supports: tuple = (SEEN, RL_PROMPTS, UNSEEN)  # the split's eval supports to score
     eval_every: int = 50  # evaluate every this many steps (and at the end); 0: only at the end
     eval_n: int = 256  # items per eval support (greedy decoding, exact-answer accuracy)
     ckpt_every: int = 50  # checkpoint every this many steps (and at the end)
@@ -242,12 +247,23 @@ class GRPOConfig:
         return json.loads(json.dumps(asdict(self)))
 
     def check_split(self, split) -> None:
-        """The named supports exist in ``split`` and hold examples (ValueError naming the field)."""
-        names = [("rl_support", self.rl_support)] + [("eval_supports", n) for n in self.eval_supports]
+        """The named supports exist in ``split`` and hold examples (ValueError naming the field).
+
+        RL prompts and replay data must come from training supports: GRPO never trains on an
+        evaluation support (whose items the figures score as held out).
+        """
+        train = [("rl_support", self.rl_support)]
         if self.replay_fraction > 0:
-            names.append(("replay_support", self.replay_support))
-        for field_name, name in names:
-            _stream(split, name, field_name, self.seed, "values", 1, "check")
+            train.append(("replay_support", self.replay_support))
+        for field_name, name in train:
+            if name not in split.train:
+                raise ValueError(
+                    f"GRPOConfig.{field_name}={name!r} is not a training support of split {split.name!r} "
+                    f"(training supports: {', '.join(sorted(split.train))}); GRPO never trains on "
+                    f"evaluation supports"
+                )
+        for field_name, name in [*train, *(("eval_supports", n) for n in self.eval_supports)]:
+            _stream(split, name, field_name, self.seed, "values", 1)
 
     def validate(self) -> GRPOConfig:
         from hlsm.text import REWARDS
@@ -297,10 +313,12 @@ class GRPOConfig:
 # --- the trainer ----------------------------------------------------------------------------
 
 
-def _stream(split, name: str, field_name: str, seed: int, fmt: str, granularity: int, stream: str) -> HLSM:
-    """The HLSM stream over split support ``name``; an unusable one is a ValueError naming the field."""
+def _stream(split, name: str, field_name: str, seed: int, fmt: str, granularity: int) -> HLSM:
+    """The stream a trainer draws split support ``name`` from (``hlsm.names.train_stream``, the one
+    SFT uses too); an unusable support is a ValueError naming the field."""
     try:
-        return HLSM(support=split.support(name), seed=seed, fmt=fmt, granularity=granularity, stream=stream)
+        return HLSM(support=split.support(name), seed=seed, fmt=fmt, granularity=granularity,
+                    stream=train_stream(name))
     except ValueError as e:
         raise ValueError(f"GRPOConfig.{field_name}={name!r}: {e}") from None
 
@@ -351,13 +369,11 @@ class GRPO:
             raise ValueError(
                 f"GRPOConfig.minibatches={cfg.minibatches} must divide the {self.n} completions per rank"
             )
-        self.rl = _stream(split, cfg.rl_support, "rl_support", cfg.seed, fmt, granularity, "rl")
+        self.rl = _stream(split, cfg.rl_support, "rl_support", cfg.seed, fmt, granularity)
         self.n_replay = round(cfg.replay_fraction * (self.hi - self.lo))
         self.replay = None
         if self.n_replay:
-            self.replay = _stream(
-                split, cfg.replay_support, "replay_support", cfg.seed, fmt, granularity, "replay"
-            )
+            self.replay = _stream(split, cfg.replay_support, "replay_support", cfg.seed, fmt, granularity)
         # dropout stays off during RL (as TRL's disable_dropout): the ratio of one pass is exactly 1,
         # and no global RNG is drawn from, so a step is a pure function of (weights, optimizer, k)
         self.model = model.to(self.dist.device).eval()
@@ -400,7 +416,7 @@ class GRPO:
         samples the same completions on any number of ranks (the trailing 0 keeps the key of the
         single-process runs made before ranks shared it).
         """
-        key = stream_key(self.cfg.seed, "grpo-sample", k, 0) & (2**63 - 1)
+        key = stream_key(self.cfg.seed, GRPO_SAMPLING, k, 0) & (2**63 - 1)
         return torch.Generator().manual_seed(key)
 
     def rollout(self, k: int) -> Rollout:
@@ -670,7 +686,7 @@ def train(cfg: GRPOConfig, out, resume: bool = False, progress: bool = True,
     """
     from tqdm import tqdm
 
-    from hlsm.evaluate import evaluate, write_csv
+    from hlsm.evaluate import evaluate, read_csv, write_csv
     from hlsm.sft import make_split
 
     cfg.validate()
@@ -687,7 +703,7 @@ def train(cfg: GRPOConfig, out, resume: bool = False, progress: bool = True,
             init_run(out, cfg.to_dict(), resume=resume, ignore=RESUME_MAY_CHANGE)
         barrier(dist)
         log = MetricsLog(out, enabled=main)
-        ckpt = latest_checkpoint(out) if resume else None
+        ckpt = start_step(out, resume, log, main)
         start = trainer.load_state_dict(load_checkpoint(ckpt, dist.device)) if ckpt else 0
         log.truncate(start)
         last_good, metrics, rows = ckpt, {}, []
@@ -735,8 +751,9 @@ def train(cfg: GRPOConfig, out, resume: bool = False, progress: bool = True,
                 last_good = out / CHECKPOINT
                 barrier(dist)
         bar.close()
-        if start >= cfg.steps:  # resumed a finished run: just evaluate it
-            rows = run_eval(cfg.steps, final=True)
+        if start >= cfg.steps:  # resumed a finished run: report it, log and evaluate nothing again
+            rows = read_csv(out / "eval.csv") if main else []
+            metrics = next((m for m in reversed(log.read()) if "reward_mean" in m), {})
         if main:
             save_policy(out, trainer.model, {"step": cfg.steps, "config": cfg.to_dict()})
         barrier(dist)

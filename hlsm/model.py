@@ -18,9 +18,11 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from hlsm.modules import MAX_LEN as W
 from hlsm.modules import ROUTING_NAMES, ROUTINGS, SKILL_NAMES, SKILLS
+from hlsm.names import DEFAULT_STREAM
 from hlsm.rng import stream_key
-from hlsm.support import N_CODES, Composition, Support
+from hlsm.support import MAX_ATTEMPTS, N_CODES, Composition, Support
 from hlsm.text import check_format, render_tokens
 
 
@@ -141,7 +143,7 @@ class HLSM:
         support: Support | None = None,
         fmt: str = "values",
         granularity: int = 1,
-        stream: str = "train",
+        stream: str = DEFAULT_STREAM,
         **constraints,
     ):
         if support is not None and constraints:
@@ -160,9 +162,7 @@ class HLSM:
             support, int(seed), fmt, granularity, stream
         )
         self.key = stream_key(int(seed), stream)
-        # fail now, not in the middle of a run, when the support is empty
-        support.draw_compositions(self.key, np.arange(1))
-        support.draw_inputs(self.key, np.arange(1))
+        self._draw(np.arange(1))  # fail now, not in the middle of a run, when the support is empty
 
     def __repr__(self) -> str:
         return (
@@ -180,8 +180,9 @@ class HLSM:
         if n < 0 or start < 0:
             raise ValueError(f"n and start must be >= 0, got n={n}, start={start}")
         index = np.arange(start, start + n, dtype=np.int64)
-        codes, depth = self.support.draw_compositions(self.key, index)
-        xs = self.support.draw_inputs(self.key, index)
+        codes, depth, chars, length, _, _ = self._draw(index)
+        flat = chars.tobytes().decode("latin-1")
+        xs = [flat[i * W : i * W + k] for i, k in enumerate(length.tolist())]
         fmt, g = self.fmt, self.granularity
         out = []
         # The items hold no reference cycles; pausing the cyclic GC while allocating ~10 objects
@@ -217,19 +218,47 @@ class HLSM:
         The same items as ``sample`` (same draws, same values), executed with vectorized numpy;
         ``Batch.tokens(tokenizer)`` renders them to padded token ids for training.
         """
-        from hlsm.batch import Batch, W, execute_batch
+        from hlsm.batch import Batch
 
         if self.granularity != 1:
             raise ValueError(f"sample_batch supports granularity 1 only, this HLSM has {self.granularity}")
         if n < 0 or start < 0:
             raise ValueError(f"n and start must be >= 0, got n={n}, start={start}")
         index = np.arange(start, start + n, dtype=np.int64)
+        codes, depth, x, length, values, value_len = self._draw(index)
+        return Batch(start, x, length, codes, depth, values, value_len, self.fmt)
+
+    def _draw(self, index: np.ndarray):
+        """Items ``index`` as (codes, depth, input chars (n, W), input length, values, value lengths).
+
+        An item whose cascade would produce an empty value somewhere (e.g. ``drop_first`` on a
+        one-letter string; 0.3% of default depth-3 items) is redrawn, composition and input
+        together, from a key of its own per attempt: an empty answer would let the completion "#"
+        score 1. Items that never produce one are the plain draws of (key, index).
+        """
+        from hlsm.batch import execute_batch
+
         codes, depth = self.support.draw_compositions(self.key, index)
         chars, length = self.support.draw_input_arrays(self.key, index)
-        x = np.zeros((n, W), dtype=np.uint8)
+        x = np.zeros((len(index), W), dtype=np.uint8)
         x[:, : chars.shape[1]] = chars
         values, value_len = execute_batch(x, length, codes, depth)
-        return Batch(start, x, length, codes, depth, values, value_len, self.fmt)
+        todo = np.flatnonzero(_has_empty(value_len, depth))
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            if not len(todo):
+                return codes, depth, x, length, values, value_len
+            key = stream_key(self.key, "nonempty", attempt)
+            c, d = self.support.draw_compositions(key, index[todo])
+            ch, ln = self.support.draw_input_arrays(key, index[todo])
+            xt = np.zeros((len(todo), W), dtype=np.uint8)
+            xt[:, : ch.shape[1]] = ch
+            v, vl = execute_batch(xt, ln, c, d)
+            codes[todo], depth[todo], x[todo], length[todo], values[todo], value_len[todo] = c, d, xt, ln, v, vl
+            todo = todo[_has_empty(vl, d)]
+        raise ValueError(
+            f"support looks empty: after {MAX_ATTEMPTS} attempts {len(todo)} items still produce an "
+            f"empty value (items are redrawn until none of their values is empty): {self.support.describe()}"
+        )
 
     def _fill_one_per_step(self, out, start, xs, codes, depth, explicit: bool) -> None:
         """Hot path for granularity 1: execute and render in one pass (equals ``render_tokens``)."""
@@ -251,11 +280,19 @@ class HLSM:
             out.append(Example(i, x, tuple(steps), prompt, ";".join(segs) + ";#" + v, v, fmt, 1))
 
 
-def export_jsonl(source, path, n: int, seed: int = 0, stream: str = "train", **kwargs) -> int:
+def _has_empty(value_len: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """Per item: does some h_1..h_L come out empty? (value_len (n, L) from ``execute_batch``)."""
+    live = np.arange(value_len.shape[1])[None, :] < depth[:, None]
+    return ((value_len == 0) & live).any(axis=1)
+
+
+def export_jsonl(source, path, n: int, seed: int = 0, stream: str | None = None, **kwargs) -> int:
     """Write ``n`` items as JSONL rows (prompt, completion, answer, trace, selections).
 
-    ``source`` is a ``Support``, an ``HLSM``, or a (``Split``, support name) pair. Returns the
-    number of rows written.
+    ``source`` is a ``Support``, an ``HLSM``, or a (``Split``, support name) pair. ``stream``
+    defaults to "train" for a Support and to ``split.stream(name)`` for a split support: the items
+    a trainer draws from a training support, or those ``evaluate`` scores on an evaluation one.
+    Returns the number of rows written.
     """
     import json
 
@@ -264,9 +301,10 @@ def export_jsonl(source, path, n: int, seed: int = 0, stream: str = "train", **k
     if isinstance(source, HLSM):
         gen = source
     elif isinstance(source, Support):
-        gen = HLSM(support=source, seed=seed, stream=stream, **kwargs)
+        gen = HLSM(support=source, seed=seed, stream=stream or DEFAULT_STREAM, **kwargs)
     elif isinstance(source, tuple) and len(source) == 2 and isinstance(source[0], Split):
-        gen = HLSM(support=source[0].support(source[1]), seed=seed, stream=source[1], **kwargs)
+        split, name = source
+        gen = HLSM(support=split.support(name), seed=seed, stream=stream or split.stream(name), **kwargs)
     else:
         raise ValueError(f"export_jsonl needs a Support, an HLSM or (Split, name), got {source!r}")
     with open(path, "w") as f:

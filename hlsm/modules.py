@@ -293,13 +293,13 @@ def route_skip(v, skill):
 
 @_routing(_prev_two)
 def route_concat(v, skill):
-    """Apply the skill to the concatenation h_{t-2} + h_{t-1}."""
+    """Apply the skill to the concatenation h_{t-2} + h_{t-1}, cut to 12 characters first."""
     return skill((v[0] + v[1])[:MAX_LEN])[:MAX_LEN]
 
 
 @_routing(_input_and_prev)
 def route_interleave(v, skill):
-    """Apply the skill to the character interleaving of h_0 with h_{t-1}."""
+    """Apply the skill to the character interleaving of h_0 with h_{t-1}, cut to 12 characters first."""
     return skill(_interleave(v[0], v[1])[:MAX_LEN])[:MAX_LEN]
 
 

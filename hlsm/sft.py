@@ -9,9 +9,10 @@ under ``torchrun --nproc_per_node=N`` it runs data-parallel (each rank takes its
 global batch). Every ``SFTConfig`` field is a flag; dicts and tuples are given as JSON.
 
 Data: each training support s of the split has its own stream ``HLSM(support=s, seed=seed,
-stream=f"sft:{name}")`` and a fixed share n_s of every batch (by ``train_supports`` weights), and
-step k (0-based) takes its items [k * n_s, (k + 1) * n_s). A batch is a pure function of k, so a
-resumed run sees exactly the data an uninterrupted one would.
+stream=hlsm.names.train_stream(s))`` and a fixed share n_s of every batch (by ``train_supports``
+weights), and step k (0-based) takes its items [k * n_s, (k + 1) * n_s). A batch is a pure function
+of k, so a resumed run sees exactly the data an uninterrupted one would. GRPO draws its prompts
+from the same stream, so SFT on {s: 1.0} with batch_size P sees GRPO's step-k prompts at step k.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from hlsm.checkpoint import (
     add_config_flags,
     given_config,
     init_run,
-    latest_checkpoint,
     load_checkpoint,
     load_policy,
     rng_state,
@@ -45,9 +45,11 @@ from hlsm.checkpoint import (
     seed_everything,
     set_rng_state,
     snapshot_name,
+    start_step,
 )
 from hlsm.distributed import all_reduce_sum, barrier, cleanup, init_distributed, shard, wrap_ddp
 from hlsm.model import HLSM
+from hlsm.names import ATOMS, EVAL_ATOMS, SEEN, SFT, UNSEEN, train_stream
 from hlsm.policy import PRESETS, Policy, PolicyConfig, autocast
 from hlsm.support import Split
 from hlsm.support import make_split as support_make_split
@@ -90,8 +92,8 @@ class SFTConfig:
     init: str = ""  # run directory whose policy starts this run (continued SFT); "": random init
     model: dict = field(default_factory=dict)  # PolicyConfig overrides, e.g. {"pos": "rope", "dropout": 0.1}
     split: dict | Split = field(default_factory=lambda: dict(DEFAULT_SPLIT))  # see make_split
-    train_supports: dict = field(default_factory=lambda: {"sft": 1.0, "atoms": 0.25})  # name -> batch share
-    eval_supports: tuple = ("seen", "unseen", "atoms")  # supports scored during training (any split name)
+    train_supports: dict = field(default_factory=lambda: {SFT: 1.0, ATOMS: 0.25})  # name -> batch share
+    eval_supports: tuple = (SEEN, UNSEEN, EVAL_ATOMS)  # supports scored during training (any split name)
     fmt: str = "values"  # trace format: explicit | values | answer
     granularity: int = 1  # steps per shown trace chunk
     steps: int = 300  # optimizer updates
@@ -324,7 +326,7 @@ def train(cfg: SFTConfig, out: str | Path, resume: bool = False, progress: bool 
     """
     from tqdm import tqdm
 
-    from hlsm.evaluate import evaluate, write_csv
+    from hlsm.evaluate import evaluate, read_csv, write_csv
 
     cfg.validate()
     dist = init_distributed(cfg.device)
@@ -337,8 +339,8 @@ def train(cfg: SFTConfig, out: str | Path, resume: bool = False, progress: bool 
     tok = Tokenizer()
     split = make_split(cfg.split)
     streams = {
-        name: HLSM(support=split.support(name), seed=cfg.seed, fmt=cfg.fmt, granularity=cfg.granularity,
-                   stream=f"sft:{name}")
+        name: HLSM(support=split.train[name], seed=cfg.seed, fmt=cfg.fmt, granularity=cfg.granularity,
+                   stream=train_stream(name))
         for name in cfg.train_supports
     }
     counts = mix_counts(cfg.train_supports, cfg.batch_size)
@@ -351,7 +353,7 @@ def train(cfg: SFTConfig, out: str | Path, resume: bool = False, progress: bool 
         model.load_state_dict(load_policy(cfg.init)[0].state_dict())
     opt = model.configure_optimizer(cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
     start = 0
-    ckpt = latest_checkpoint(out) if resume else None
+    ckpt = start_step(out, resume, log, main)
     if ckpt is not None:
         state = load_checkpoint(ckpt)  # on CPU: load_state_dict moves weights and optimizer state
         model.load_state_dict(state["model"])
@@ -450,8 +452,9 @@ def train(cfg: SFTConfig, out: str | Path, resume: bool = False, progress: bool 
             checkpoint(done)
     bar.close()
 
-    if start >= cfg.steps:  # resumed a finished run: just evaluate it
-        rows = run_eval(cfg.steps, loss_value, final=True)
+    if start >= cfg.steps:  # resumed a finished run: report it, log and evaluate nothing again
+        rows = read_csv(out / "eval.csv") if main else []
+        loss_value = next((m["loss"] for m in reversed(log.read()) if "loss" in m), loss_value)
     if main:
         save_policy(out, model, {"step": cfg.steps, "config": cfg.to_dict()})
     barrier(dist)

@@ -31,6 +31,23 @@ from hlsm.modules import (
     check_routings,
     check_skills,
 )
+from hlsm.names import (
+    ATOMS,
+    DEEPER,
+    EVAL_ATOMS,
+    EVAL_HELDOUT_ATOMS,
+    HELDOUT_ATOMS,
+    RL,
+    RL_ATOMS,
+    RL_COMPOSED,
+    RL_INSIDE,
+    RL_PROMPTS,
+    SEEN,
+    SFT,
+    UNSEEN,
+    eval_stream,
+    train_stream,
+)
 from hlsm.rng import (
     N_BUCKETS,
     composition_bucket,
@@ -101,11 +118,13 @@ class Support:
 
     def __post_init__(self):
         set_ = object.__setattr__
-        if isinstance(self.depths, int):
-            set_(self, "depths", (self.depths,))
-        depths = tuple(sorted(set(int(d) for d in self.depths)))
-        if not depths or depths[0] < 1:
+        raw = (self.depths,) if isinstance(self.depths, (int, np.integer)) else self.depths
+        if isinstance(raw, (str, bytes)) or not hasattr(raw, "__iter__"):
+            raise ValueError(f"depths must be an integer >= 1 or a tuple of them, got {self.depths!r}")
+        raw = tuple(raw)
+        if not raw or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1 for d in raw):
             raise ValueError(f"depths must be integers >= 1, got {self.depths!r}")
+        depths = tuple(sorted(set(int(d) for d in raw)))
         set_(self, "depths", depths)
         set_(self, "skills", check_skills(self.skills))
         set_(self, "routings", check_routings(self.routings))
@@ -456,12 +475,19 @@ class Split:
     def __post_init__(self):
         if not self.train or not self.eval:
             raise ValueError(f"split {self.name!r} needs at least one train and one eval support")
+        both = sorted(set(self.train) & set(self.eval))
+        if both:  # one name, two supports: an evaluator asking for it could be handed training data
+            raise ValueError(
+                f"split {self.name!r}: {both} name both a training and an evaluation support; "
+                f"every support name must be unique (e.g. eval {both[0]!r} -> 'eval_{both[0]}')"
+            )
         for n in self.unseen:
             if n not in self.eval:
                 raise ValueError(f"unseen={n!r} is not an eval support; have {sorted(self.eval)}")
         object.__setattr__(self, "unseen", tuple(self.unseen))
 
     def support(self, name: str) -> Support:
+        """The support named ``name`` (names are unique across ``train`` and ``eval``)."""
         if name in self.train:
             return self.train[name]
         if name in self.eval:
@@ -469,6 +495,11 @@ class Split:
         raise ValueError(
             f"split {self.name!r} has no support {name!r}; have {sorted(self.train) + sorted(self.eval)}"
         )
+
+    def stream(self, name: str) -> str:
+        """The stream support ``name`` is drawn from: a trainer's for a training support, else eval's."""
+        self.support(name)
+        return train_stream(name) if name in self.train else eval_stream(name)
 
     def check_disjoint(self) -> list[str]:
         """Prove no eval item can occur in training; raise LeakageError naming the pair otherwise.
@@ -520,6 +551,25 @@ class Split:
 
 # --- the splits the paper varies ------------------------------------------------------------
 
+
+def _check_ranges(**ranges: tuple[int, int]) -> None:
+    """Composition bucket ranges [lo, hi) that a split keeps apart: valid and pairwise disjoint."""
+    for name, r in ranges.items():
+        try:
+            lo, hi = (int(v) for v in r)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a bucket range (lo, hi), got {r!r}") from None
+        if not 0 <= lo < hi <= N_BUCKETS:
+            raise ValueError(f"{name} must satisfy 0 <= lo < hi <= {N_BUCKETS}, got {tuple(r)!r}")
+    items = list(ranges.items())
+    for i, (a, ra) in enumerate(items):
+        for b, rb in items[i + 1 :]:
+            if ra[0] < rb[1] and rb[0] < ra[1]:
+                raise ValueError(
+                    f"bucket ranges {a}={tuple(ra)!r} and {b}={tuple(rb)!r} overlap; they must be "
+                    f"disjoint (their compositions would be shared)"
+                )
+
 TRAIN_INPUTS = (0, 800)  # input hash buckets used by training streams
 EVAL_INPUTS = (800, N_BUCKETS)  # ... and by evaluation streams: no eval item repeats a train item
 
@@ -543,10 +593,12 @@ def compositional_split(
     module at L = 1), ``rl`` (compounds beyond the SFT support), ``rl_inside`` (RL on the SFT
     compositions), ``rl_atoms`` (RL on atoms only). Evaluation supports: ``seen`` (SFT
     compositions, fresh inputs), ``rl_prompts`` (RL compositions, fresh inputs), ``unseen``
-    (held-out compositions), ``deeper`` (depths > ``depth``), ``atoms`` (L = 1, fresh inputs).
+    (held-out compositions), ``deeper`` (depths > ``depth``), ``eval_atoms`` (L = 1, fresh inputs).
+    The three composition ranges must be disjoint (RL is "beyond the SFT support").
     """
     if deeper and min(deeper) <= depth:
         raise ValueError(f"deeper depths must exceed depth={depth}, got {deeper!r}")
+    _check_ranges(sft=sft, rl=rl, heldout=heldout)
     common = dict(
         skills=tuple(skills),
         routings=tuple(routings),
@@ -557,25 +609,25 @@ def compositional_split(
     train_in = dict(common, input_buckets=TRAIN_INPUTS)
     eval_in = dict(common, input_buckets=EVAL_INPUTS)
     train = {
-        "sft": Support(depths=(depth,), buckets=sft, **train_in),
-        "atoms": Support(depths=(1,), **train_in),
-        "rl": Support(depths=(depth,), buckets=rl, **train_in),
-        "rl_inside": Support(depths=(depth,), buckets=sft, **train_in),
-        "rl_atoms": Support(depths=(1,), **train_in),
+        SFT: Support(depths=(depth,), buckets=sft, **train_in),
+        ATOMS: Support(depths=(1,), **train_in),
+        RL: Support(depths=(depth,), buckets=rl, **train_in),
+        RL_INSIDE: Support(depths=(depth,), buckets=sft, **train_in),
+        RL_ATOMS: Support(depths=(1,), **train_in),
     }
     evals = {
-        "seen": Support(depths=(depth,), buckets=sft, **eval_in),
-        "rl_prompts": Support(depths=(depth,), buckets=rl, **eval_in),
-        "unseen": Support(depths=(depth,), buckets=heldout, **eval_in),
-        "atoms": Support(depths=(1,), **eval_in),
+        SEEN: Support(depths=(depth,), buckets=sft, **eval_in),
+        RL_PROMPTS: Support(depths=(depth,), buckets=rl, **eval_in),
+        UNSEEN: Support(depths=(depth,), buckets=heldout, **eval_in),
+        EVAL_ATOMS: Support(depths=(1,), **eval_in),
     }
     if deeper:
-        evals["deeper"] = Support(depths=tuple(deeper), **eval_in)
+        evals[DEEPER] = Support(depths=tuple(deeper), **eval_in)
     return Split(
         name=f"compositional-L{depth}-p{partition_seed}",
         train=train,
         eval=evals,
-        unseen=("unseen",),
+        unseen=(UNSEEN,),
         description=compositional_split.__doc__.split("\n")[0],
     )
 
@@ -601,10 +653,14 @@ def heldout_split(
     module cannot be rewarded for it (p0 = 0), so fig2/fig3 let SFT teach the module in isolation
     and ask whether RL makes it composable. Evaluation: ``unseen`` compounds using a held-out
     module from the ``test`` bucket range (never in any training support), ``rl_prompts`` (the
-    ``rl_composed`` compositions on fresh inputs), ``heldout_atoms`` (fresh inputs) and ``seen``
+    ``rl_composed`` compositions on fresh inputs), ``eval_heldout_atoms`` (fresh inputs) and ``seen``
     SFT compounds on fresh inputs (forgetting).
     """
+    if isinstance(heldout, str):  # a bare name would be split into its characters
+        raise ValueError(f"heldout must be a tuple of module names, got the string {heldout!r}; "
+                         f"write ({heldout!r},)")
     heldout = tuple(heldout)
+    _check_ranges(rl=rl, test=test)
     skills, routings = check_skills(skills), check_routings(routings)
     is_skill = [h in SKILLS for h in heldout]
     if not heldout or not (all(is_skill) or not any(is_skill)):
@@ -625,23 +681,23 @@ def heldout_split(
     kept = dict(skills=kept_skills, routings=kept_routings)
     full = dict(skills=skills, routings=routings, require=heldout)
     train = {
-        "sft": Support(depths=(depth,), **kept, **train_in),
-        "atoms": Support(depths=(1,), **kept, **train_in),
-        "heldout_atoms": Support(depths=(1,), **full, **train_in),
-        "rl_atoms": Support(depths=(1,), **full, **train_in),
-        "rl_composed": Support(depths=(depth,), buckets=rl, **full, **train_in),
+        SFT: Support(depths=(depth,), **kept, **train_in),
+        ATOMS: Support(depths=(1,), **kept, **train_in),
+        HELDOUT_ATOMS: Support(depths=(1,), **full, **train_in),
+        RL_ATOMS: Support(depths=(1,), **full, **train_in),
+        RL_COMPOSED: Support(depths=(depth,), buckets=rl, **full, **train_in),
     }
     evals = {
-        "unseen": Support(depths=(depth,), buckets=test, **full, **eval_in),
-        "rl_prompts": Support(depths=(depth,), buckets=rl, **full, **eval_in),
-        "heldout_atoms": Support(depths=(1,), **full, **eval_in),
-        "seen": Support(depths=(depth,), **kept, **eval_in),
+        UNSEEN: Support(depths=(depth,), buckets=test, **full, **eval_in),
+        RL_PROMPTS: Support(depths=(depth,), buckets=rl, **full, **eval_in),
+        EVAL_HELDOUT_ATOMS: Support(depths=(1,), **full, **eval_in),
+        SEEN: Support(depths=(depth,), **kept, **eval_in),
     }
     return Split(
         name=f"heldout-{'-'.join(heldout)}-L{depth}-p{partition_seed}",
         train=train,
         eval=evals,
-        unseen=("unseen",),
+        unseen=(UNSEEN,),
         description=heldout_split.__doc__.split("\n")[0],
     )
 

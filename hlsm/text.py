@@ -168,8 +168,12 @@ class Parsed:
 
 
 def parse_completion(text, fmt: str = "values") -> Parsed:
-    """Parse a model completion; never raises (garbage gives ``well_formed=False``)."""
-    if not isinstance(text, str) or fmt not in FORMATS:
+    """Parse a model completion; never raises on the text (garbage gives ``well_formed=False``).
+
+    An unknown ``fmt`` is the caller's error, not the model's: a ValueError naming it.
+    """
+    check_format(fmt)
+    if not isinstance(text, str):
         return Parsed([], None, False)
     cut = text.rfind(ANSWER_MARK)
     if cut < 0:
@@ -211,14 +215,21 @@ def parse_completion(text, fmt: str = "values") -> Parsed:
 # --- verifiers and rewards ------------------------------------------------------------------
 
 
+def _check_example(example) -> None:
+    if not all(hasattr(example, k) for k in ("answer", "format", "steps")):
+        raise ValueError(f"example must be an hlsm Example (from HLSM.sample), got {type(example).__name__}")
+
+
 def answer_reward(example, completion) -> float:
     """1.0 iff the completion's answer (after the last ``#``) equals the example's answer."""
+    _check_example(example)
     p = parse_completion(completion, example.format)
     return 1.0 if p.answer is not None and p.answer == example.answer else 0.0
 
 
 def format_reward(example, completion) -> float:
     """1.0 iff the completion is well formed in the example's format with the right chunk count."""
+    _check_example(example)
     p = parse_completion(completion, example.format)
     return 1.0 if p.well_formed and len(p.chunks) == len(expected_chunks(example)) else 0.0
 
@@ -230,6 +241,7 @@ def structure_reward(example, completion) -> float:
     are matched by position and the denominator is max(expected, written) so padding never pays.
     In the ``answer`` format (no trace) this is the answer reward.
     """
+    _check_example(example)
     want = expected_chunks(example)
     if not want:
         return answer_reward(example, completion)

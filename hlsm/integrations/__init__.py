@@ -19,6 +19,7 @@ from pathlib import Path
 
 from hlsm.model import HLSM
 from hlsm.modules import ROUTING_BY_TOKEN, SKILL_BY_TOKEN
+from hlsm.names import DEFAULT_STREAM
 from hlsm.support import Split, Support, make_split
 from hlsm.text import FORMATS, render
 
@@ -60,8 +61,9 @@ def generator(source=None, support_name=None, seed: int = 0, format: str = "valu
 
     ``source``: a Split (or anything ``load_split`` takes) with ``support_name``, a Support, an HLSM
     (used as is), or None for ``HLSM(depth=depth)`` over the full inventory. The stream name defaults
-    to the support name for splits and to "train" otherwise, as in ``hlsm.export_jsonl``, so the same
-    seed gives the same rows everywhere.
+    to ``split.stream(support_name)`` for splits (the stream the trainers draw a training support
+    from, the one evaluation draws an evaluation support from) and to "train" otherwise, as in
+    ``hlsm.export_jsonl``, so the same seed gives the same rows everywhere, trainers included.
     """
     if isinstance(source, HLSM):
         return source
@@ -69,13 +71,13 @@ def generator(source=None, support_name=None, seed: int = 0, format: str = "valu
         if support_name is not None:
             raise ValueError(f"support_name={support_name!r} needs a Split, got {type(source).__name__}")
         kw = {"support": source} if source is not None else {"depth": depth}
-        return HLSM(seed=seed, fmt=format, granularity=granularity, stream=stream or "train", **kw)
+        return HLSM(seed=seed, fmt=format, granularity=granularity, stream=stream or DEFAULT_STREAM, **kw)
     split = load_split(source)
     if support_name is None:
         have = sorted(split.train) + sorted(split.eval)
         raise ValueError(f"a Split needs support_name, one of {have}")
     return HLSM(support=split.support(support_name), seed=seed, fmt=format, granularity=granularity,
-                stream=stream or support_name)
+                stream=stream or split.stream(support_name))
 
 
 def format_example(format: str = "values", granularity: int = 1) -> tuple[str, str]:
