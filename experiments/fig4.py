@@ -4,11 +4,12 @@
 
 (top) RL *beyond* the SFT support (``grpo``: GRPO on compositions SFT never showed) vs RL
 *inside* it (``grpo_inside``: GRPO on the SFT compositions, fresh inputs), beside the SFT base
-and the labelled control, on held-out unseen compositions, the RL prompts' compositions and the
-seen ones. (bottom) SFT that covers the atomic inventory through compositional traces only
-(``sft_compounds``) vs through atomic L = 1 traces only (``sft_atoms``), each followed by the same
-GRPO on compositions beyond its support (and its labelled control): accuracy on unseen
-compositions before and after RL. The runs are the protocol study's (same configs, same cache).
+and each RL run's labelled control (``control``, ``control_inside``), on held-out unseen
+compositions, the RL prompts' compositions and the seen ones. (bottom) SFT that covers the
+atomic inventory through compositional traces only (``sft_compounds``) vs through atomic L = 1
+traces only (``sft_atoms``), each followed by the same GRPO on compositions beyond its support
+(and its labelled control): accuracy on unseen compositions before and after RL. The runs are
+the protocol study's (same configs, same cache).
 Every number is a mean over (split, seed) units with a 95% t-interval.
 """
 
@@ -20,11 +21,13 @@ from pathlib import Path
 from experiments import protocol
 from experiments.report import figure_parser, mean_ci, paired, provenance, save_figure, write_csv, write_json
 
-TOP = ("sft", "grpo_inside", "grpo", "control")
+TOP = ("sft", "grpo_inside", "control_inside", "grpo", "control")
 BOTTOM = ("sft_compounds", "sft_compounds+grpo", "sft_compounds+control", "sft_atoms", "sft_atoms+grpo",
           "sft_atoms+control")
 LABELS = {"sft": "SFT", "grpo_inside": "+RL inside SFT support", "grpo": "+RL beyond SFT support",
-          "control": "+labelled SFT on the RL prompts", "sft_compounds": "SFT: compound traces",
+          "control": "+labelled SFT on the RL prompts beyond",
+          "control_inside": "+labelled SFT on the RL prompts inside",
+          "sft_compounds": "SFT: compound traces",
           "sft_compounds+grpo": "compound SFT + RL", "sft_compounds+control": "compound SFT + labelled control",
           "sft_atoms": "SFT: atomic traces", "sft_atoms+grpo": "atomic SFT + RL",
           "sft_atoms+control": "atomic SFT + labelled control"}

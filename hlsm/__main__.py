@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--format", default="values", choices=FORMATS, help="trace format (default: values)")
     s.add_argument("--granularity", type=int, default=1, help="steps per shown trace chunk (default: 1)")
     s.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
-    s.add_argument("--stream", default=None, help="stream name (default: the trainers' or evaluation's for the support)")
+    s.add_argument("--stream", default=None, help="stream name (default: the split's stream for the support)")
     s.set_defaults(parser=s)
 
     sp = sub.add_parser("split", help="build a split, prove it leak-free, save it as JSON",

@@ -144,6 +144,12 @@ def summarize(records: list[dict], support: str, by: tuple[str, ...] = BY) -> li
     return rows
 
 
+def eval_items(split, name: str, n: int, seed: int = 0, fmt: str = "values", granularity: int = 1) -> list:
+    """The ``n`` items ``evaluate`` scores on support ``name``: the first n of ``eval_stream(name)``."""
+    gen = HLSM(support=split.support(name), seed=seed, fmt=fmt, granularity=granularity, stream=eval_stream(name))
+    return gen.sample(n)
+
+
 def evaluate(
     model,
     split,
@@ -170,11 +176,9 @@ def evaluate(
     names = tuple(split.eval) if supports is None else tuple(supports)
     rows = []
     for name in names:
-        support = split.support(name)
-        gen = HLSM(support=support, seed=seed, fmt=fmt, granularity=granularity, stream=eval_stream(name))
         records = score_examples(
-            model, gen.sample(n), samples, pass_k, temperature, batch_size, max_new_tokens,
-            generator_seed=seed, tokenizer=tokenizer,
+            model, eval_items(split, name, n, seed, fmt, granularity), samples, pass_k, temperature, batch_size,
+            max_new_tokens, generator_seed=seed, tokenizer=tokenizer,
         )
         rows.extend(summarize(records, name, by))
     return rows

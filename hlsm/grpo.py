@@ -419,10 +419,20 @@ class GRPO:
         key = stream_key(self.cfg.seed, GRPO_SAMPLING, k, 0) & (2**63 - 1)
         return torch.Generator().manual_seed(key)
 
+    def prompts(self, k: int) -> list:
+        """This rank's RL items of step k: items [k*P + lo, k*P + hi) of the RL support's stream."""
+        return self.rl.sample(self.hi - self.lo, start=k * self.cfg.prompts_per_step + self.lo)
+
+    def replay_items(self, k: int) -> list:
+        """This rank's labelled replay items of step k (none without replay)."""
+        if not self.replay:
+            return []
+        return self.replay.sample(self.n_replay, start=(k * self.dist.world_size + self.dist.rank) * self.n_replay)
+
     def rollout(self, k: int) -> Rollout:
         """Step k's prompts, G sampled completions each, their rewards and advantages."""
         cfg, tok = self.cfg, self.tok
-        examples = self.rl.sample(self.hi - self.lo, start=k * cfg.prompts_per_step + self.lo)
+        examples = self.prompts(k)
         prompts = [tok.encode(ex.prompt, bos=True) for ex in examples]
         gen = generate(
             self.model, prompts, self.max_new, cfg.temperature, cfg.top_k or None, tok.eos_id, tok.pad_id,
@@ -437,8 +447,7 @@ class GRPO:
     def _replay_batch(self, k: int):
         if not self.replay:
             return None
-        start = (k * self.dist.world_size + self.dist.rank) * self.n_replay
-        exs = self.replay.sample(self.n_replay, start=start)
+        exs = self.replay_items(k)
         ids, mask = _right_pad([self.tok.encode(ex.completion, eos=True) for ex in exs], self.tok.pad_id)
         dev = self.dist.device
         return [self.tok.encode(ex.prompt, bos=True) for ex in exs], ids.to(dev), mask.to(dev)

@@ -206,6 +206,15 @@ class SFTConfig:
 # --- pieces ---------------------------------------------------------------------------------
 
 
+def data_streams(cfg: SFTConfig, split: Split) -> dict[str, HLSM]:
+    """support name -> the stream SFT draws it from (``hlsm.names.train_stream``, GRPO's too)."""
+    return {
+        name: HLSM(support=split.train[name], seed=cfg.seed, fmt=cfg.fmt, granularity=cfg.granularity,
+                   stream=train_stream(name))
+        for name in cfg.train_supports
+    }
+
+
 def mix_counts(weights: dict[str, float], batch_size: int) -> dict[str, int]:
     """Items per batch for each support: proportional to its weight, largest remainder rounding."""
     total = sum(weights.values())
@@ -338,11 +347,7 @@ def train(cfg: SFTConfig, out: str | Path, resume: bool = False, progress: bool 
     log = MetricsLog(out, enabled=main)
     tok = Tokenizer()
     split = make_split(cfg.split)
-    streams = {
-        name: HLSM(support=split.train[name], seed=cfg.seed, fmt=cfg.fmt, granularity=cfg.granularity,
-                   stream=train_stream(name))
-        for name in cfg.train_supports
-    }
+    streams = data_streams(cfg, split)
     counts = mix_counts(cfg.train_supports, cfg.batch_size)
     lo, hi = shard(cfg.batch_size, dist)
 

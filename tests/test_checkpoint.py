@@ -163,3 +163,97 @@ def test_load_policy_from_a_run(tmp_path):
         assert torch.equal(a, b)
     with pytest.raises(FileNotFoundError):
         load_policy(tmp_path)
+
+
+# --- issue 15 / 23 regressions: resume edge cases, corrupt and unsafe files ------------------------
+
+
+def test_resume_without_a_checkpoint_starts_over_and_logs_like_an_uninterrupted_run(tmp_path, monkeypatch, capsys):
+    cfg = tiny_cfg(steps=5, ckpt_every=4)
+    train(cfg, tmp_path / "whole", progress=False)
+    fail_at_call(monkeypatch, 3, Interrupt())  # killed in step 3, before the first checkpoint (step 4)
+    with pytest.raises(Interrupt):
+        train(cfg, tmp_path / "killed", progress=False)
+    assert not (tmp_path / "killed" / CHECKPOINT).exists() and read_metrics(tmp_path / "killed")
+    monkeypatch.undo()
+    train(cfg, tmp_path / "killed", resume=True, progress=False)
+    assert "no checkpoint, starting over" in capsys.readouterr().err
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rows]
+    assert strip(read_metrics(tmp_path / "whole")) == strip(read_metrics(tmp_path / "killed"))
+
+
+def test_resuming_a_finished_run_logs_nothing_and_reports_its_result(tmp_path):
+    cfg = tiny_cfg(steps=4)
+    first = train(cfg, tmp_path / "run", progress=False)
+    log = read_metrics(tmp_path / "run")
+    again = train(cfg, tmp_path / "run", resume=True, progress=False)
+    assert read_metrics(tmp_path / "run") == log  # no duplicate final eval line
+    assert again.loss == first.loss and np.isfinite(again.loss)  # was nan on main
+    assert [r["answer"] for r in again.rows] == pytest.approx([r["answer"] for r in first.rows])
+
+
+def test_a_truncated_checkpoint_is_named_as_corrupt(tmp_path):
+    from hlsm.checkpoint import CorruptCheckpointError
+
+    train(tiny_cfg(steps=3), tmp_path / "run", progress=False)
+    path = tmp_path / "run" / CHECKPOINT
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(CorruptCheckpointError, match=f"{path} is corrupt"):
+        train(tiny_cfg(steps=3), tmp_path / "run", resume=True, progress=False)
+
+
+class _Payload:
+    """Unpickling this writes a file: what a malicious shared checkpoint would do."""
+
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+@pytest.mark.parametrize("name", ["policy.pt", CHECKPOINT])
+def test_a_checkpoint_whose_pickle_would_run_code_is_refused(tmp_path, name):
+    from hlsm.checkpoint import UnsafeCheckpointError
+
+    train(tiny_cfg(steps=2), tmp_path / "run", progress=False)
+    target = tmp_path / "pwned"
+    path = tmp_path / "run" / name
+    state = torch.load(path, weights_only=True)
+    state["extra"] = _Payload(target)
+    torch.save(state, path)
+    with pytest.raises(UnsafeCheckpointError, match=f"{path}: refused to load"):
+        load_policy(path)
+    if name == CHECKPOINT:  # --resume reads it too
+        with pytest.raises(UnsafeCheckpointError):
+            train(tiny_cfg(steps=2), tmp_path / "run", resume=True, progress=False)
+    assert not target.exists()
+
+
+def test_a_checkpoint_of_the_old_format_is_refused_then_converts(tmp_path):
+    from hlsm.checkpoint import UnsafeCheckpointError, convert_legacy
+    from hlsm.checkpoint import main as checkpoint_main
+
+    train(tiny_cfg(steps=3), tmp_path / "old", progress=False)
+    path = tmp_path / "old" / CHECKPOINT
+    state = torch.load(path, weights_only=True)
+    state["rng"]["numpy"] = np.random.get_state()  # what checkpoints held before: a numpy array
+    torch.save(state, path)
+    with pytest.raises(UnsafeCheckpointError, match="python -m hlsm.checkpoint convert"):
+        load_checkpoint(path)
+    assert checkpoint_main(["convert", str(path)]) == 0
+    assert isinstance(load_checkpoint(path)["rng"]["numpy"], list)
+    assert convert_legacy(path) == path  # converting twice is harmless
+    train(tiny_cfg(steps=3), tmp_path / "old", resume=True, progress=False)  # and the run resumes
+
+
+def test_a_policy_round_trips_to_the_same_logits(tmp_path):
+    from hlsm.checkpoint import save_policy
+
+    model = train(tiny_cfg(steps=2), tmp_path / "run", progress=False).model
+    path = save_policy(tmp_path, model, {"step": 2}, name="shared.pt")
+    loaded, payload = load_policy(path)
+    x = torch.randint(0, model.config.vocab_size, (3, 10))
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    assert payload["step"] == 2

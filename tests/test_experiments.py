@@ -45,6 +45,73 @@ def test_cached_run_is_reused_and_a_changed_config_is_not(tmp_path):
     assert d2 != d and is_finished(d2, changed) and not is_finished(d, changed)
 
 
+def test_runs_are_keyed_by_code_and_stale_ones_are_named_not_reused(tmp_path, monkeypatch, capsys):
+    import experiments.runs as runs
+
+    cfg = tiny_cfg(split=tiny_cfg().split.to_dict())
+    d = sft_run(cfg, tmp_path)
+    assert d.name.endswith(runs.code_version())
+    monkeypatch.setattr(runs, "code_version", lambda *packages: "0123456789ab")  # the code changed
+    d2 = sft_run(cfg, tmp_path)
+    assert d2 != d and d2.name.endswith("0123456789ab") and is_finished(d2, cfg) and d.exists()
+    assert f"stale run {d}" in capsys.readouterr().err
+
+
+def test_code_version_follows_the_source(tmp_path, monkeypatch):
+    import shutil
+    import sys
+
+    import experiments.runs as runs
+
+    pkg = tmp_path / "hlsm"
+    shutil.copytree(runs.Path(runs.__file__).parent.parent / "hlsm", pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    monkeypatch.delitem(sys.modules, "hlsm", raising=False)
+    runs.code_version.cache_clear()
+    try:
+        v = runs.code_version()
+        assert v == runs.code_version() and len(v) == 12
+        runs.code_version.cache_clear()
+        (pkg / "identify.py").write_text((pkg / "identify.py").read_text() + "\n# a tool, not run code\n")
+        assert runs.code_version() == v
+        runs.code_version.cache_clear()
+        (pkg / "grpo.py").write_text((pkg / "grpo.py").read_text() + "\n# any change to run code\n")
+        assert runs.code_version() != v
+    finally:
+        runs.code_version.cache_clear()
+
+
+def test_every_protocol_and_heldout_control_is_the_labelled_control_of_its_grpo_run():
+    from experiments import heldout
+    from hlsm.control import labelled_control
+
+    cfg = protocol.StudyConfig(preset="cpu", tier="all")
+    unit = protocol.unit_configs(cfg, 0, 1)
+    assert set(protocol.CONTROL_OF) == {n for n, (kind, _) in unit.items() if kind == "grpo"}
+    for grpo, control in protocol.CONTROL_OF.items():
+        want = labelled_control(unit[grpo][1], split=unit[control][1].split).to_dict()
+        got = unit[control][1].to_dict()
+        assert {k: got[k] for k in ("train_supports", "batch_size", "steps", "lr", "seed", "warmup_steps")} == \
+            {k: want[k] for k in ("train_supports", "batch_size", "steps", "lr", "seed", "warmup_steps")}, grpo
+    for figure in ("fig2", "fig3"):
+        unit = heldout.unit_configs(figure, "cpu", 0, 1)
+        for name, (kind, c) in unit.items():
+            if kind == "control":
+                g = unit[name.replace("control", "grpo")][1]
+                assert c.to_dict() == labelled_control(g, split=c.split, preset=c.preset).to_dict(), name
+
+
+def test_figures_evaluate_only_evaluation_supports():
+    from experiments import fig1, heldout
+    from hlsm.support import make_split
+
+    study = make_split(dict(protocol.PRESETS["cpu"]["split"], deeper=[3, 4]))
+    assert set(protocol.SUPPORTS) <= set(study.eval)
+    assert {fig1.EVAL_ATOMS, fig1.SEEN, fig1.UNSEEN, fig1.DEEPER} <= set(study.eval)
+    for figure in ("fig2", "fig3"):
+        assert set(heldout.SUPPORTS) <= set(make_split(heldout.split_spec(figure, 0, "cpu")).eval)
+
+
 def test_an_interrupted_run_resumes(tmp_path):
     cfg = tiny_cfg(split=tiny_cfg().split.to_dict())
     d = sft_run(cfg, tmp_path)
@@ -72,8 +139,13 @@ def test_protocol_smoke_writes_paired_rows_and_summary(tmp_path, capsys):
     assert all(0.0 <= float(r["accuracy"]) <= 1.0 for r in rows)
     assert all(r["zero_std_frac"] != "" for r in rows if r["condition"] == "grpo")
     summary = read_csv(out / "protocol_summary.csv")
-    ctrl = [r for r in summary if r["condition"] == "control"]
-    assert all(float(r["vs_control_mean"]) == 0.0 for r in ctrl)
+    acc = {(r["condition"], r["support"]): float(r["accuracy"]) for r in rows}
+    for r in summary:  # a GRPO condition is read against its own control; the control against nothing
+        if r["condition"] == "grpo":
+            want = acc[("grpo", r["support"])] - acc[("control", r["support"])]
+            assert float(r["vs_control_mean"]) == pytest.approx(want)
+        else:
+            assert math.isnan(float(r["vs_control_mean"]))
     for name in ("protocol.png", "protocol.pdf", "protocol.json"):
         assert (out / name).stat().st_size > 0
     assert "wall" in capsys.readouterr().out
@@ -115,13 +187,15 @@ def test_fig1_writes_files_columns_and_provenance(smoke_figures):
 
 
 def test_fig4_reuses_fig1_runs_and_writes_both_panels(smoke_figures):
+    from experiments import fig4
+
     root, n_after_fig1 = smoke_figures
     runs = {p.name for p in (root / "runs").iterdir()}
-    # fig4 adds grpo_inside and the bottom panel's bases (+ their RL and controls): 1 + 2 * 3 runs
-    assert len(runs) == n_after_fig1 + 7
+    # fig4 adds grpo_inside, its control, and the bottom panel's bases (+ their RL and controls): 2 + 2 * 3
+    assert len(runs) == n_after_fig1 + 8
     rows = read_csv(root / "out" / "fig4.csv")
     assert {r["panel"] for r in rows} == {"top", "bottom"}
-    assert {r["condition"] for r in rows if r["panel"] == "top"} == {"sft", "grpo_inside", "grpo", "control"}
+    assert {r["condition"] for r in rows if r["panel"] == "top"} == set(fig4.TOP)
     assert (root / "out" / "fig4.png").stat().st_size > 0
 
 
@@ -138,7 +212,7 @@ def test_a_changed_config_is_not_served_from_the_cache(smoke_figures, capsys):
     finally:
         protocol.PRESETS["smoke"] = old
     new = {p.name for p in (root / "runs").iterdir()} - before
-    assert len(new) == 3  # grpo, grpo_atoms and the control are retrained; the SFT base is re-used
+    assert len(new) == 4  # grpo, grpo_atoms and their two controls are retrained; the SFT base is re-used
     meta = json.loads((root / "out2" / "fig1.json").read_text())
     assert meta["configs_of_first_unit"]["grpo"][1]["lr"] == 1e-3
 

@@ -9,6 +9,7 @@ import socket
 import pytest
 import torch
 
+import hlsm
 from hlsm.checkpoint import NonFiniteLossError, load_policy, read_metrics
 from hlsm.grpo import (
     GRPO_PRESETS,
@@ -386,3 +387,60 @@ def test_mixed_precision_path_runs_end_to_end(sft_run, tmp_path, monkeypatch):
     steps = [m for m in read_metrics(run.out) if "loss" in m]
     assert len(steps) == 2 and all(math.isfinite(m["loss"]) and math.isfinite(m["kl"]) for m in steps)
     assert all(torch.isfinite(p).all() and p.dtype == torch.float32 for p in run.model.parameters())
+
+
+# --- issue 15 regressions ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [1 / 3, 1 / 5, 1 / 6])
+@pytest.mark.parametrize("scale_std", [True, False])
+def test_tied_fractional_rewards_get_exactly_zero_advantage(value, scale_std):
+    """On main, eight rewards of 1/3 got A ~ +0.03 each: an ulp of mean residual over (std + eps)."""
+    r = torch.cat([torch.full((8,), value), torch.tensor([value, 0.0] * 4)])
+    adv = compute_group_advantages(r, 8, scale_std=scale_std)
+    assert torch.equal(adv[:8], torch.zeros(8))
+    assert (adv[8:] != 0).all()
+
+
+def test_grpo_never_trains_on_an_evaluation_support():
+    split = hlsm.compositional_split(depth=2, skills=SKILLS4, routings=("chain",), deeper=())
+    with pytest.raises(ValueError, match="GRPOConfig.rl_support='unseen' is not a training support"):
+        GRPOConfig(rl_support="unseen", replay_support="unseen", replay_fraction=0.5).check_split(split)
+    with pytest.raises(ValueError, match="GRPOConfig.replay_support='seen' is not a training support"):
+        GRPOConfig(replay_support="seen", replay_fraction=0.5).check_split(split)
+    GRPOConfig(replay_fraction=0.5).check_split(split)
+
+
+def test_labelled_control_trains_on_exactly_the_grpo_prompts_and_replay(sft_run):
+    """Step k of the control's SFT batch is GRPO step k's prompts (golden completions) + replay items."""
+    from hlsm.control import labelled_control
+    from hlsm.grpo import GRPO
+    from hlsm.sft import data_streams, encode_examples, local_batch, make_batch, make_split, mix_counts
+    from hlsm.text import Tokenizer
+
+    cfg = tiny(sft_run, prompts_per_step=6, replay_fraction=0.5, steps=3)
+    model, split, fmt, gran = load_init(cfg.init)
+    trainer = GRPO(cfg, model, split, fmt, gran)
+    control = labelled_control(cfg).validate()
+    assert control.init == cfg.init and control.steps == cfg.steps and control.lr == cfg.lr
+    streams = data_streams(control, make_split(control.split))
+    counts = mix_counts(control.train_supports, control.batch_size)
+    assert counts == {"rl_inside": 6, "sft": 3}
+    tok, block = Tokenizer(), model.config.block_size
+    for k in range(cfg.steps):
+        items = trainer.prompts(k) + trainer.replay_items(k)
+        want = make_batch([encode_examples(tok, items)], tok.pad_id, block)
+        got = local_batch(streams, counts, k, 0, control.batch_size, tok, block)
+        for a, b in zip(want, got):
+            assert torch.equal(a, b), k
+    with pytest.raises(ValueError, match="would change the items"):
+        labelled_control(cfg, batch_size=7)
+
+
+def test_resuming_a_finished_grpo_run_logs_nothing_again(sft_run, tmp_path):
+    cfg = tiny(sft_run, steps=2)
+    first = grpo_train(cfg, tmp_path / "run", progress=False)
+    log = read_metrics(tmp_path / "run")
+    again = grpo_train(cfg, tmp_path / "run", resume=True, progress=False)
+    assert read_metrics(tmp_path / "run") == log
+    assert again.metrics["reward_mean"] == first.metrics["reward_mean"]

@@ -47,7 +47,8 @@ def test_missing_package_error_names_the_extra(monkeypatch):
 
 def test_sources_and_bad_values():
     split = load_split(SPLIT)
-    assert generator(split, "rl").stream == "rl"
+    assert generator(split, "rl").stream == "train:rl"  # the stream GRPO draws its prompts from
+    assert generator(split, "unseen").stream == "eval:unseen"  # the items evaluate scores
     assert generator(None, depth=2).support.depths == (2,)
     with pytest.raises(ValueError, match="support_name"):
         generator(split)
@@ -302,7 +303,7 @@ def test_cli_split_then_sample(tmp_path, capsys):
     (["sample", "--support", "unseen"], "--split"),
     (["sample", "--split", "missing.json", "--support", "unseen"], "missing.json"),
     (["split", "compositional", "--skills", "reverse", "flip"], "'flip'"),
-    (["split", "compositional", "--heldout", "400", "1000"], "'unseen'"),
+    (["split", "compositional", "--heldout", "400", "1000"], "overlap"),
     (["split", "heldout"], "--heldout"),
     (["split", "bogus"], "'bogus'"),
 ])

@@ -185,3 +185,30 @@ def test_export_jsonl(tmp_path):
         assert row["completion"] == row["trace"] + "#" + row["answer"]
     with pytest.raises(ValueError, match="export_jsonl needs"):
         hlsm.export_jsonl("nope", path, n=1)
+
+
+# --- issue 15 regressions: no empty values (so "#" alone never scores), validated depths ----------
+
+
+def test_no_item_has_an_empty_value_and_hash_alone_scores_zero():
+    assert HLSM(depth=4, seed=0)[25].answer != ""  # was '' on main: '#' scored 1.0
+    for depth in (3, 5):
+        gen = HLSM(depth=depth, seed=0)
+        items = gen.sample(20_000)
+        assert all(s.value for ex in items for s in ex.steps)
+        assert not any(hlsm.score(ex, "#") for ex in items)
+        batch = gen.sample_batch(20_000)
+        live = np.arange(depth)[None, :] < batch.depth[:, None]
+        assert (batch.value_len[live] > 0).all()
+        assert batch.answers() == [ex.answer for ex in items]
+
+
+def test_a_support_that_only_makes_empty_values_is_refused():
+    with pytest.raises(ValueError, match="empty value"):
+        HLSM(depth=1, skills=("drop_first",), routings=("chain",), input_len=(1, 1))
+
+
+@pytest.mark.parametrize("depth", ["34", 2.5, True, (), (0,), (2, "3")])
+def test_bad_depths_name_the_value(depth):
+    with pytest.raises(ValueError, match="depths must be"):
+        HLSM(depth=depth)

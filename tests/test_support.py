@@ -157,3 +157,50 @@ def test_make_split_builds_from_specs_and_names_the_field_on_bad_ones():
         make_split({"factory": "compositional", "colour": 3})
     with pytest.raises(ValueError, match=r"split must be a Split or a dict, got list"):
         make_split([1])
+
+
+# --- issue 15 regressions: a name is one support; evaluators read what is proven held out ----------
+
+
+def test_no_name_may_be_both_a_training_and_an_evaluation_support():
+    sup = Support(depths=(1,), input_buckets=hlsm.support.TRAIN_INPUTS)
+    with pytest.raises(ValueError, match=r"\['atoms'\] name both a training and an evaluation support"):
+        Split("s", train={"atoms": sup}, eval={"atoms": Support(depths=(1,))})
+    for split in (hlsm.compositional_split(), hlsm.heldout_split(("sort_asc",))):
+        assert not set(split.train) & set(split.eval)
+
+
+def test_evaluated_atoms_share_no_item_with_the_sft_atoms_stream():
+    """On main before the fix, 95 of the first 256 'eval atoms' items were SFT training items."""
+    from hlsm.evaluate import eval_items
+    from hlsm.names import ATOMS, EVAL_ATOMS, train_stream
+    from hlsm.sft import DEFAULT_SPLIT, make_split
+
+    split = make_split(DEFAULT_SPLIT)
+    evaluated = {(ex.x, ex.composition) for ex in eval_items(split, EVAL_ATOMS, 256)}
+    trained = HLSM(support=split.train[ATOMS], seed=0, stream=train_stream(ATOMS)).sample(20_000)
+    assert not evaluated & {(ex.x, ex.composition) for ex in trained}
+    assert split.support(EVAL_ATOMS) is split.eval[EVAL_ATOMS]  # the support check_disjoint proves
+    split.check_disjoint()
+
+
+@pytest.mark.parametrize("kw", [dict(sft=(0, 600), rl=(500, 750)), dict(rl=(700, 800)), dict(heldout=(0, 10))])
+def test_compositional_split_ranges_must_be_disjoint(kw):
+    with pytest.raises(ValueError, match="overlap"):
+        hlsm.compositional_split(**kw)
+    with pytest.raises(ValueError, match="overlap"):
+        hlsm.heldout_split(("sort_asc",), rl=(0, 600), test=(500, 1000))
+
+
+def test_cli_refuses_overlapping_ranges(tmp_path, capsys):
+    from hlsm.__main__ import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["split", "compositional", "--sft", "0", "600", "--rl", "500", "750", "--out", str(tmp_path / "s.json")])
+    assert e.value.code == 2 and "overlap" in capsys.readouterr().err
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_heldout_split_refuses_a_bare_string():
+    with pytest.raises(ValueError, match=r"the string 'sort_asc'; write \('sort_asc',\)"):
+        hlsm.heldout_split("sort_asc")

@@ -67,11 +67,11 @@ def test_tokenizer_errors_and_robust_decode():
     assert tok.decode([tok.encode("ab")[0], 999, -3, tok.pad_id, tok.eos_id, 5]) == "a"
 
 
-@given(st.text(max_size=60), st.sampled_from([*hlsm.FORMATS, "nonsense"]))
+@given(st.text(max_size=60), st.sampled_from(hlsm.FORMATS))
 def test_parser_never_raises_and_rewards_stay_in_range(text, fmt):
     p = parse_completion(text, fmt)
     assert isinstance(p.well_formed, bool)
-    ex = HLSM(depth=2, seed=0, fmt=fmt if fmt in hlsm.FORMATS else "values")[0]
+    ex = HLSM(depth=2, seed=0, fmt=fmt)[0]
     for fn in REWARDS.values():
         assert 0.0 <= fn(ex, text) <= 1.0
 
@@ -118,3 +118,11 @@ def test_explicit_structure_reward_checks_modules():
     assert hlsm.structure_reward(ex, f"R0S00={h1};R2S11={h2};#{h2}") == 1.0
     assert hlsm.structure_reward(ex, f"R1S00={h1};R2S11={h2};#{h2}") == 0.5  # wrong routing token
     assert hlsm.format_reward(ex, f"R0S99={h1};R2S11={h2};#{h2}") == 0.0  # unknown token
+
+
+def test_an_unknown_format_or_a_non_example_is_the_callers_error():
+    with pytest.raises(ValueError, match="unknown trace format 'bogus'"):
+        parse_completion("ab;#ab", "bogus")
+    with pytest.raises(ValueError, match="must be an hlsm Example"):
+        hlsm.score(None, "#ab")
+    assert parse_completion(None).well_formed is False  # model output never raises
