@@ -28,8 +28,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from experiments.report import figure_parser, mean_ci, paired, provenance, read_csv, save_figure, write_csv, write_json
-from experiments.runs import run_all
+from experiments.engine import final_accuracy, train_units
+from experiments.report import figure_parser, mean_ci, paired, provenance, save_figure, write_csv, write_json
 from hlsm.checkpoint import read_metrics
 from hlsm.control import labelled_control
 from hlsm.grpo import GRPOConfig
@@ -118,13 +118,8 @@ def run_units(figure: str, preset: str, splits, seeds, runs="runs", workers: int
     """Train (or re-use) the runs of ``conditions`` (the SFT base always); returns (final rows, curve rows)."""
     conditions = ("sft", *(c for c in conditions if c != "sft"))
     units = [(sp, s) for sp in splits for s in seeds]
-    plans = {u: unit_configs(figure, preset, *u) for u in units}
-    base_dirs = dict(zip(units, run_all([("sft", plans[u]["sft"][1]) for u in units], runs, workers, progress)))
-    later = [(u, n) for u in units for n in conditions[1:]]
-    for u, n in later:
-        plans[u][n][1].init = str(base_dirs[u])
-    dirs = dict(zip(later, run_all([("grpo" if plans[u][n][0] == "grpo" else "sft", plans[u][n][1])
-                                    for u, n in later], runs, workers, progress)))
+    plans = {u: {n: job for n, job in unit_configs(figure, preset, *u).items() if n in conditions} for u in units}
+    dirs = train_units(plans, lambda name: "sft", runs, workers, progress)
     finals, curves = [], []
     for u in units:
         held = "+".join(split_spec(figure, u[0], preset)["heldout"])
@@ -132,8 +127,8 @@ def run_units(figure: str, preset: str, splits, seeds, runs="runs", workers: int
         grpo = [_eval_points(dirs[(u, n)]) for n in conditions if n.startswith("grpo")]
         start = next((pts[0] for pts in grpo if 0 in pts), {})
         for n in conditions:
-            run = base_dirs[u] if n == "sft" else dirs[(u, n)]
-            acc = {r["support"]: float(r["answer"]) for r in read_csv(run / "eval.csv") if r["by"] == "all"}
+            run = dirs[(u, n)]
+            acc = final_accuracy(run)
             for sup in SUPPORTS:
                 finals.append({"split": u[0], "seed": u[1], "heldout": held, "condition": n, "support": sup,
                                "accuracy": acc.get(sup), "run": run.name})

@@ -26,8 +26,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from experiments.report import mean_ci, provenance, read_csv, write_csv, write_json
-from experiments.runs import run_all
+from experiments.engine import final_accuracy, train_units
+from experiments.report import mean_ci, provenance, write_csv, write_json
 from hlsm.checkpoint import read_metrics
 from hlsm.control import labelled_control
 from hlsm.grpo import GRPOConfig
@@ -179,11 +179,6 @@ def unit_configs(cfg: StudyConfig, split_seed: int, seed: int) -> dict[str, tupl
     return out
 
 
-def accuracy(run: Path, kind: str) -> dict[str, float]:
-    rows = read_csv(run / "eval.csv")
-    return {r["support"]: float(r["answer"]) for r in rows if r["by"] == "all"}
-
-
 def grpo_stats(run: Path) -> dict[str, float]:
     ms = [m for m in read_metrics(run) if "reward_mean" in m]
     if not ms:
@@ -197,26 +192,12 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> list[dict]:
     cfg.validate()
     units = [(sp, s) for sp in cfg.splits for s in cfg.seeds]
     plans = {u: unit_configs(cfg, *u) for u in units}
-    # phase 1: SFT bases; phase 2: everything that starts from one
-    base_jobs = sorted({(u, n) for u in units for n, (k, _) in plans[u].items() if k == "sft"})
-    base_dirs = dict(zip(base_jobs, run_all([("sft", plans[u][n][1]) for u, n in base_jobs], cfg.runs,
-                                            cfg.workers, progress)))
-    later, jobs = [], []
-    for u in units:
-        for name, (kind, c) in plans[u].items():
-            if kind == "sft":
-                continue
-            base = CONDITIONS[name][0]
-            c.init = str(base_dirs[(u, base)])
-            later.append((u, name))
-            jobs.append(("grpo" if kind == "grpo" else "sft", c))
-    dirs = dict(zip(later, run_all(jobs, cfg.runs, cfg.workers, progress)))
-    dirs.update(base_dirs)
+    dirs = train_units(plans, lambda name: CONDITIONS[name][0], cfg.runs, cfg.workers, progress)
     rows = []
     for u in units:
         for name, (kind, _) in plans[u].items():
             run = dirs[(u, name)]
-            acc, extra = accuracy(run, kind), grpo_stats(run) if kind == "grpo" else {}
+            acc, extra = final_accuracy(run), grpo_stats(run) if kind == "grpo" else {}
             for sup in SUPPORTS:
                 rows.append({"split": u[0], "seed": u[1], "condition": name, "base": CONDITIONS[name][0],
                              "kind": kind, "support": sup, "accuracy": acc.get(sup), **extra,
