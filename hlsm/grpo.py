@@ -235,6 +235,7 @@ class GRPOConfig:
     eval_n: int = 256  # items per eval support (greedy decoding, exact-answer accuracy)
     ckpt_every: int = 50  # checkpoint every this many steps (and at the end)
     log_every: int = 1  # write metrics.jsonl every this many steps
+    stop_when_dead: int = 5  # stop after this many steps in a row whose groups all tied at reward 0 (0: never)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
 
     @classmethod
@@ -281,7 +282,7 @@ class GRPOConfig:
             bad("rollout_batch_size", f"must equal prompts_per_step * group_size = {n}")
         if n % self.minibatches:
             bad("minibatches", f"must divide the rollout batch of P * G = {n} completions")
-        for name in ("warmup_steps", "eval_every", "ckpt_every", "max_new_tokens", "top_k"):
+        for name in ("warmup_steps", "eval_every", "ckpt_every", "max_new_tokens", "top_k", "stop_when_dead"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 bad(name, "must be an integer >= 0")
         if self.log_every < 1:
@@ -624,13 +625,19 @@ class GRPO:
 def sampled_reward(model, examples, rewards: dict[str, float], samples: int = 8, temperature: float = 1.0,
                    seed: int = 0, max_new_tokens: int | None = None, batch_size: int = 64,
                    tokenizer: Tokenizer | None = None) -> dict:
-    """Mean reward of ``samples`` sampled completions per example: what GRPO maximizes.
+    """Mean reward of ``samples`` sampled completions per example: what GRPO maximizes, and whether
+    GRPO could learn from it (the regime check: p0 strictly between 0 and 1).
 
-    Returns {"reward": mean combined reward, "reward/<name>": mean of each reward function}.
+    Returns {"reward": mean combined reward, "reward/<name>": mean of each reward function,
+    "zero_std_frac": fraction of examples whose ``samples`` rewards are all equal (a GRPO group
+    with no signal), "all_zero_frac" / "all_max_frac": of those, all at the lowest / highest
+    reward seen (0 / 1 for the answer reward)}.
     """
     tok = tokenizer or Tokenizer()
     gen = torch.Generator().manual_seed(seed)
     total, per, n = 0.0, dict.fromkeys(rewards, 0.0), 0
+    tied = all_zero = all_max = 0
+    top = sum(w for w in rewards.values() if w > 0)
     block = model.config.block_size
     for lo in range(0, len(examples), batch_size):
         chunk = examples[lo : lo + batch_size]
@@ -641,7 +648,14 @@ def sampled_reward(model, examples, rewards: dict[str, float], samples: int = 8,
         total, n = total + r.sum().item(), n + len(r)
         for name, v in parts.items():
             per[name] += v.sum().item()
-    return {"reward": total / n, **{f"reward/{k}": v / n for k, v in per.items()}}
+        g = r.view(-1, samples)
+        same = g.amax(1) == g.amin(1)
+        tied += same.sum().item()
+        all_zero += (same & (g[:, 0] == 0)).sum().item()
+        all_max += (same & (g[:, 0] == top)).sum().item()
+    groups = max(n // samples, 1)
+    return {"reward": total / n, **{f"reward/{k}": v / n for k, v in per.items()},
+            "zero_std_frac": tied / groups, "all_zero_frac": all_zero / groups, "all_max_frac": all_max / groups}
 
 
 # --- a run ----------------------------------------------------------------------------------
@@ -736,6 +750,7 @@ def train(cfg: GRPOConfig, out, resume: bool = False, progress: bool = True,
                 save_policy(out, trainer.model, {"step": 0}, name=snapshot_name(0))
         bar = tqdm(total=cfg.steps, initial=start, disable=not (progress and main), desc="grpo",
                    dynamic_ncols=True)
+        dead, done = 0, start
         for k in range(start, cfg.steps):
             try:
                 metrics = trainer.step(k)
@@ -749,7 +764,15 @@ def train(cfg: GRPOConfig, out, resume: bool = False, progress: bool = True,
             bar.set_postfix(reward=f"{m['reward_mean']:.3f}", zero_std=f"{m['zero_std_frac']:.2f}")
             if done % cfg.log_every == 0 or done == cfg.steps:
                 log.log(metrics)
-            final = done == cfg.steps
+            # a policy whose every group is tied at reward 0 gets no gradient: stop instead of idling
+            dead = dead + 1 if m["zero_std_frac"] == 1.0 and m["reward_mean"] == 0.0 else 0
+            collapsed = bool(cfg.stop_when_dead) and dead >= cfg.stop_when_dead
+            if collapsed and main:
+                why = (f"collapsed: every group tied at reward 0 for {dead} steps in a row; "
+                       f"stopped at step {done} of {cfg.steps}")
+                log.log({"step": done, "event": why})
+                tqdm.write(f"{out}: {why}")
+            final = done == cfg.steps or collapsed
             if snapshot_every and main and (final or done % snapshot_every == 0):
                 save_policy(out, trainer.model, {"step": done}, name=snapshot_name(done))
             if final or (cfg.eval_every and done % cfg.eval_every == 0):
@@ -759,16 +782,18 @@ def train(cfg: GRPOConfig, out, resume: bool = False, progress: bool = True,
                     save_checkpoint(out / CHECKPOINT, trainer.state_dict(done))
                 last_good = out / CHECKPOINT
                 barrier(dist)
+            if collapsed:
+                break
         bar.close()
         if start >= cfg.steps:  # resumed a finished run: report it, log and evaluate nothing again
             rows = read_csv(out / "eval.csv") if main else []
             metrics = next((m for m in reversed(log.read()) if "reward_mean" in m), {})
         if main:
-            save_policy(out, trainer.model, {"step": cfg.steps, "config": cfg.to_dict()})
+            save_policy(out, trainer.model, {"step": max(done, start), "config": cfg.to_dict()})
         barrier(dist)
     finally:
         cleanup(dist)
-    return GRPOResult(trainer.model, cfg.steps, metrics, rows, out)
+    return GRPOResult(trainer.model, max(done, start), metrics, rows, out)
 
 
 # --- command line ---------------------------------------------------------------------------

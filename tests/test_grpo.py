@@ -444,3 +444,18 @@ def test_resuming_a_finished_grpo_run_logs_nothing_again(sft_run, tmp_path):
     again = grpo_train(cfg, tmp_path / "run", resume=True, progress=False)
     assert read_metrics(tmp_path / "run") == log
     assert again.metrics["reward_mean"] == first.metrics["reward_mean"]
+
+
+def test_a_run_whose_groups_all_tie_at_zero_stops_and_says_so(sft_run, tmp_path, monkeypatch):
+    import hlsm.grpo as grpo
+
+    def nothing(examples, completions, weights, rewards=None):  # every completion scores 0
+        zeros = torch.zeros(len(completions))
+        return zeros, {name: zeros for name in weights}
+
+    monkeypatch.setattr(grpo, "combined_rewards", nothing)
+    result = grpo_train(tiny(sft_run, steps=10, stop_when_dead=3, ckpt_every=0), tmp_path / "dead", progress=False)
+    assert result.step == 3
+    events = [m["event"] for m in read_metrics(tmp_path / "dead") if "event" in m]
+    assert events == ["collapsed: every group tied at reward 0 for 3 steps in a row; stopped at step 3 of 10"]
+    assert (tmp_path / "dead" / "policy.pt").exists() and (tmp_path / "dead" / "eval.csv").exists()
