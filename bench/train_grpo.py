@@ -38,6 +38,7 @@ import torch  # noqa: E402
 from hlsm.checkpoint import load_policy  # noqa: E402
 from hlsm.grpo import GRPO, GRPOConfig, combined_rewards, load_init  # noqa: E402
 from hlsm.model import HLSM  # noqa: E402
+from hlsm.names import train_stream  # noqa: E402
 from hlsm.text import Tokenizer  # noqa: E402
 
 REWARDS = {"answer": 1.0, "structure": 0.5}
@@ -140,7 +141,7 @@ def theirs(args, init: Path, n_steps: int) -> dict:
     model, _ = load_policy(init)
     _, split, fmt, _ = load_init(init)
     gpt = gpt2_copy(model)
-    stream = HLSM(support=split.support("rl_inside"), seed=0, fmt=fmt, stream="rl")
+    stream = HLSM(support=split.train["rl_inside"], seed=0, fmt=fmt, stream=train_stream("rl_inside"))
     examples = stream.sample(args.prompts * n_steps)  # the prompts our side draws, in the same order
     data = Dataset.from_dict({"prompt": ["<bos>" + ex.prompt for ex in examples],
                               "index": list(range(len(examples)))})

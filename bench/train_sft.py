@@ -29,9 +29,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hlsm.checkpoint import read_metrics
-from hlsm.model import HLSM
 from hlsm.policy import Policy, PolicyConfig, autocast
-from hlsm.sft import SFTConfig, make_split, mix_counts, train
+from hlsm.sft import SFTConfig, data_streams, make_split, mix_counts, train
 from hlsm.text import Tokenizer
 
 # --- the baseline: nanoGPT's model, as plain as it comes ------------------------------------
@@ -115,7 +114,7 @@ def plain_loop(cfg: SFTConfig, mcfg: PolicyConfig, warmup: int) -> float:
                              {"params": other, "weight_decay": 0.0}], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     tok = Tokenizer()
     split = make_split(cfg.split)
-    gens = {n: HLSM(support=split.support(n), seed=cfg.seed, stream=f"sft:{n}") for n in cfg.train_supports}
+    gens = data_streams(cfg, split)  # the streams (and so the batches) hlsm.sft.train reads
     counts = mix_counts(cfg.train_supports, cfg.batch_size)
 
     def get_batch(step):

@@ -69,6 +69,9 @@ def main(argv=None):
     if threads > 0:
         torch.set_num_threads(threads)
     split = load_split(args.split if args.split else DEFAULT_SPLIT)
+    if args.support not in split.train:  # training on an evaluation support would train on held-out items
+        raise SystemExit(f"error: --support {args.support!r} is not a training support of the split "
+                         f"(training supports: {', '.join(sorted(split.train))})")
     data = to_dataset(split, args.support, n=args.steps * args.prompts, seed=args.seed, format=args.format,
                       chat=args.chat, define_modules=args.define_modules)
     if args.tiny:

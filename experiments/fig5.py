@@ -25,7 +25,7 @@ import numpy as np
 from experiments import heldout, protocol
 from experiments.report import figure_parser, mean_ci, provenance, save_figure, write_csv, write_json
 from experiments.runs import cached_json
-from hlsm.names import EVAL_HELDOUT_ATOMS
+from hlsm.names import EVAL_HELDOUT_ATOMS, probe_stream
 
 N_ITEMS = {"smoke": 16, "cpu": 192}  # items per probe support
 N_CAUSAL = {"smoke": 8, "cpu": 64}  # unseen items patched per (layer, t): causal patching regenerates
@@ -59,7 +59,7 @@ def probe_run(run: Path, target: str, supports: tuple[str, ...], seed: int, rand
     train = [split.train[n] for n in sorted(names) if n in split.train]
     seen = lambda comp: any(s.contains(comp) for s in train)
     items = [ex for s in supports for ex in HLSM(support=split.support(s), seed=seed, fmt=fmt, granularity=g,
-                                                  stream=f"probe:{s}").sample(n_items)]
+                                                  stream=probe_stream(s)).sample(n_items)]
     acts = capture(model, items, ("before",), seen)
     rows = probe_report(acts, target, seed=seed)
     unseen = [ex for ex in items if not seen(ex.composition)][:n_causal]

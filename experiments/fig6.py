@@ -24,6 +24,7 @@ from experiments import protocol
 from experiments.report import figure_parser, mean_ci, provenance, save_figure, write_csv, write_json
 from experiments.runs import cached_json, run_all
 from hlsm.checkpoint import snapshots
+from hlsm.names import drift_stream
 
 CONDITIONS = {"grpo": "GRPO (outcome reward)", "control": "continued SFT with labels (control)"}
 N_KL = 128  # probe items per support for the output KL
@@ -48,7 +49,7 @@ def plans(a) -> dict:
 
 def measure(snapshot: Path, base_run: Path, spec: dict, seed: int) -> dict:
     """KL from the base, parameter change and per-skill profile of one kept policy."""
-    from hlsm.checkpoint import load_policy
+    from hlsm.checkpoint import load_policy, read_config
     from hlsm.evaluate import evaluate
     from hlsm.model import HLSM
     from hlsm.sft import make_split
@@ -56,10 +57,14 @@ def measure(snapshot: Path, base_run: Path, spec: dict, seed: int) -> dict:
 
     split = make_split(spec)
     base, model = load_policy(base_run)[0], load_policy(snapshot)[0]
+    sft = read_config(base_run)  # the trace format every run of the unit was trained in
+    fmt, gran = sft.get("fmt", "values"), sft.get("granularity", 1)
     items = [ex for s in ("seen", "rl_prompts", "unseen")
-             for ex in HLSM(support=split.support(s), seed=seed, stream=f"drift:{s}").sample(N_KL)]
+             for ex in HLSM(support=split.support(s), seed=seed, fmt=fmt, granularity=gran,
+                            stream=drift_stream(s)).sample(N_KL)]
     layers = by_layer(param_stats(model, base))
-    rows = evaluate(model, split, PROFILE_SUPPORTS, n=N_PROFILE, seed=seed, by=("all", "module"))
+    rows = evaluate(model, split, PROFILE_SUPPORTS, n=N_PROFILE, seed=seed, fmt=fmt, granularity=gran,
+                    by=("all", "module"))
     return {"kl": output_kl(base, model, items),
             "rel_change": float(np.mean([r["rel_change"] for r in layers])),
             "profile": [{"support": r["support"], "by": r["by"], "group": r["group"], "n": r["n"],

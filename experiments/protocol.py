@@ -174,8 +174,9 @@ def unit_configs(cfg: StudyConfig, split_seed: int, seed: int) -> dict[str, tupl
             out[name] = ("grpo", grpo(over))
         else:  # labels on exactly the items its GRPO condition samples, instead of rewards
             g = grpo(CONDITIONS[over][2])
-            out[name] = ("control", labelled_control(g, split=split, preset=bases[base].preset,
-                                                     model=bases[base].model, device="auto"))
+            b = bases[base]
+            out[name] = ("control", labelled_control(g, split=split, fmt=b.fmt, granularity=b.granularity,
+                                                     device="auto"))
     return out
 
 

@@ -100,8 +100,7 @@ def unit_plan(preset: str, condition: str, partition: int, seed: int, rl: bool) 
             g = GRPOConfig(**p["grpo"], seed=seed, rl_support=support, eval_supports=(SEEN, RL_PROMPTS, UNSEEN),
                            eval_every=0, ckpt_every=max(1, p["grpo"]["steps"] // 4), log_every=1)
             plan[arm] = ("grpo", g)
-            plan[arm.replace("grpo", "control")] = ("control", labelled_control(
-                g, split=split, preset=base.preset, model=base.model, fmt=base.fmt))
+            plan[arm.replace("grpo", "control")] = ("control", labelled_control(g, split=split, fmt=base.fmt))
     return plan
 
 

@@ -28,7 +28,6 @@ import random
 import subprocess
 import sys
 import time
-import zipfile
 from dataclasses import fields
 from pathlib import Path
 
@@ -111,18 +110,20 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     path = Path(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        why = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
-        raise UnsafeCheckpointError(
-            f"{path}: refused to load: it holds pickled objects beyond tensors and plain values ({why}). "
-            f"If it is a checkpoint written by an older hlsm and you trust it, convert it with "
-            f"`python -m hlsm.checkpoint convert {path}`"
-        ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as e:
-        if isinstance(e, FileNotFoundError):
-            raise
+    except (FileNotFoundError, PermissionError, MemoryError, torch.cuda.OutOfMemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 -- anything else a damaged or hostile file can raise
+        text = str(e)
+        if isinstance(e, pickle.UnpicklingError) and "Unsupported global" in text:
+            why = next((ln.strip() for ln in text.splitlines() if "Unsupported global" in ln), "")[:200]
+            raise UnsafeCheckpointError(
+                f"{path}: refused to load: it holds pickled objects beyond tensors and plain values ({why}). "
+                f"If it is a checkpoint written by an older hlsm and you trust it, convert it with "
+                f"`python -m hlsm.checkpoint convert {path}`"
+            ) from None
+        first = (text.splitlines() or [type(e).__name__])[0][:160]
         raise CorruptCheckpointError(
-            f"{path} is corrupt (truncated or not a torch file: {str(e).splitlines()[0][:160]}); "
+            f"{path} is corrupt (truncated, damaged or not a torch file: {type(e).__name__}: {first}); "
             f"delete it to start over, or restore it from a copy"
         ) from None
 
@@ -334,6 +335,18 @@ def given_config(args, config_cls) -> dict:
     """The config fields set on the command line (flags left at None are not given)."""
     return {f.name: getattr(args, f.name) for f in fields(config_cls)
             if getattr(args, f.name, None) is not None}
+
+
+EVAL_FIELDS = ("eval_n", "eval_supports")  # what a run's final eval.csv depends on beyond the weights
+
+
+def same_eval(out: Path, config: dict) -> bool:
+    """Whether the finished run in ``out`` has an eval.csv made with ``config``'s evaluation settings."""
+    if not (Path(out) / "eval.csv").exists():
+        return False
+    stored = read_config(out)
+    new = json.loads(json.dumps(config))
+    return all(stored.get(k) == new.get(k) for k in EVAL_FIELDS)
 
 
 def start_step(out: Path, resume: bool, log: MetricsLog, enabled: bool = True):

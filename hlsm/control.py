@@ -10,7 +10,9 @@ round(replay_fraction * P) labelled items [k*n_replay, (k+1)*n_replay) of
 its batch holds P items of ``rl_support`` and n_replay of ``replay_support``. So the control sees
 the same prompts in the same order, one golden completion each where GRPO sees G scored samples,
 for the same number of updates at the same learning rate (constant, after GRPO's warmup), from
-the same initial policy.
+the same initial policy. GRPO with several updates per step (epochs x minibatches > 1) has no such
+control and is refused. A GRPO run that stopped early (``stop_when_dead``: every group tied at
+reward 0) took fewer steps than its control: its metrics say so.
 """
 
 from __future__ import annotations
@@ -27,11 +29,17 @@ def labelled_control(grpo: GRPOConfig, split=None, **overrides) -> SFTConfig:
     are seen (e.g. ``eval_n``, ``ckpt_every``, ``device``; ``fmt`` / ``granularity``, which must be
     the init run's); one that would change them raises a ValueError.
     """
-    data_fields = ("train_supports", "batch_size", "steps", "seed", "init", "split")
-    bad = sorted(set(overrides) & set(data_fields))
+    follows = ("train_supports", "batch_size", "steps", "seed", "init", "split", "lr", "warmup_steps",
+               "min_lr_ratio", "weight_decay", "grad_clip")
+    bad = sorted(set(overrides) & set(follows))
     if bad:
-        raise ValueError(f"labelled_control: {bad} would change the items the control sees; "
+        raise ValueError(f"labelled_control: {bad} would change the items or updates the control sees; "
                          f"they follow the GRPO config")
+    if grpo.epochs * grpo.minibatches != 1:
+        raise ValueError(
+            f"labelled_control: GRPO takes epochs x minibatches = {grpo.epochs * grpo.minibatches} updates "
+            f"per step; the control takes one per step on the same items, so the two would not match"
+        )
     p = grpo.prompts_per_step
     n_replay = round(grpo.replay_fraction * p)
     mix = {grpo.rl_support: float(p)}

@@ -165,8 +165,9 @@ def evaluate(
     batch_size: int = 256,
     max_new_tokens: int | None = None,
     tokenizer: Tokenizer | None = None,
+    allow_train: bool = False,
 ) -> list[dict]:
-    """Score ``model`` on ``n`` items of each named support of ``split`` (default: its eval supports).
+    """Score ``model`` on ``n`` items of each named evaluation support of ``split`` (default: all).
 
     Items come from ``HLSM(support=split.support(name), seed=seed, stream=eval_stream(name))``, the
     first ``n`` of the stream, so every call and every checkpoint sees the same items. Support names
@@ -174,6 +175,14 @@ def evaluate(
     evaluation support ``Split.check_disjoint`` proves disjoint from training.
     """
     names = tuple(split.eval) if supports is None else tuple(supports)
+    if not allow_train:
+        for name in names:
+            if name not in split.eval:
+                hint = f" (did you mean 'eval_{name}'?)" if f"eval_{name}" in split.eval else ""
+                raise ValueError(
+                    f"evaluate: {name!r} is not an evaluation support of split {split.name!r}{hint}; have "
+                    f"{sorted(split.eval)} (allow_train=True scores a training support, on fresh items of it)"
+                )
     rows = []
     for name in names:
         records = score_examples(
@@ -197,10 +206,12 @@ def read_csv(path: str | Path) -> list[dict]:
     def value(k, v):
         if k in ("support", "by", "group"):
             return v
-        try:
-            return float(v)
-        except ValueError:
-            return v
+        for cast in (int, float):
+            try:
+                return cast(v)
+            except ValueError:
+                pass
+        return v
 
     with open(path, newline="") as f:
         return [{k: value(k, v) for k, v in row.items()} for row in csv.DictReader(f)]

@@ -56,6 +56,7 @@ from hlsm.checkpoint import (
     load_checkpoint,
     load_policy,
     read_config,
+    same_eval,
     save_checkpoint,
     save_policy,
     snapshot_name,
@@ -230,7 +231,7 @@ class GRPOConfig:
     replay_fraction: float = 0.0  # labelled SFT sequences per step, as a fraction of P (NLL term)
     replay_support: str = SFT  # the split's training support replay sequences come from
     replay_coef: float = 1.0  # weight of the replay NLL term in the loss
-    eval_supports: tuple = (SEEN, RL_PROMPTS, UNSEEN)  # the split's eval supports to score
+    eval_supports: tuple = (SEEN, RL_PROMPTS, UNSEEN)  # the split's evaluation supports to score
     eval_every: int = 50  # evaluate every this many steps (and at the end); 0: only at the end
     eval_n: int = 256  # items per eval support (greedy decoding, exact-answer accuracy)
     ckpt_every: int = 50  # checkpoint every this many steps (and at the end)
@@ -257,14 +258,18 @@ class GRPOConfig:
         if self.replay_fraction > 0:
             train.append(("replay_support", self.replay_support))
         for field_name, name in train:
-            if name not in split.train:
-                raise ValueError(
-                    f"GRPOConfig.{field_name}={name!r} is not a training support of split {split.name!r} "
-                    f"(training supports: {', '.join(sorted(split.train))}); GRPO never trains on "
-                    f"evaluation supports"
-                )
-        for field_name, name in [*train, *(("eval_supports", n) for n in self.eval_supports)]:
             _stream(split, name, field_name, self.seed, "values", 1)
+        if self.replay_fraction > 0 and self.replay_support == self.rl_support:
+            raise ValueError(f"GRPOConfig.replay_support={self.replay_support!r} is the rl_support: replay would "
+                             f"re-show earlier RL prompts; choose another training support")
+        for name in self.eval_supports:
+            if name not in split.eval:
+                raise ValueError(f"GRPOConfig.eval_supports: {name!r} is not an evaluation support of split "
+                                 f"{split.name!r} (have {sorted(split.eval)})")
+            try:
+                HLSM(support=split.eval[name], seed=self.seed)
+            except ValueError as e:
+                raise ValueError(f"GRPOConfig.eval_supports={name!r}: {e}") from None
 
     def validate(self) -> GRPOConfig:
         from hlsm.text import REWARDS
@@ -315,10 +320,15 @@ class GRPOConfig:
 
 
 def _stream(split, name: str, field_name: str, seed: int, fmt: str, granularity: int) -> HLSM:
-    """The stream a trainer draws split support ``name`` from (``hlsm.names.train_stream``, the one
-    SFT uses too); an unusable support is a ValueError naming the field."""
+    """The stream GRPO draws training support ``name`` from (``hlsm.names.train_stream``, the one SFT
+    uses too). An evaluation support, or one without examples, is a ValueError naming the field."""
+    if name not in split.train:
+        raise ValueError(
+            f"GRPOConfig.{field_name}={name!r} is not a training support of split {split.name!r} "
+            f"(training supports: {', '.join(sorted(split.train))}); GRPO never trains on evaluation supports"
+        )
     try:
-        return HLSM(support=split.support(name), seed=seed, fmt=fmt, granularity=granularity,
+        return HLSM(support=split.train[name], seed=seed, fmt=fmt, granularity=granularity,
                     stream=train_stream(name))
     except ValueError as e:
         raise ValueError(f"GRPOConfig.{field_name}={name!r}: {e}") from None
@@ -371,7 +381,14 @@ class GRPO:
                 f"GRPOConfig.minibatches={cfg.minibatches} must divide the {self.n} completions per rank"
             )
         self.rl = _stream(split, cfg.rl_support, "rl_support", cfg.seed, fmt, granularity)
-        self.n_replay = round(cfg.replay_fraction * (self.hi - self.lo))
+        # replay items per step, all ranks together (as the labelled control counts them), split evenly
+        self.n_replay_global = round(cfg.replay_fraction * cfg.prompts_per_step)
+        if self.n_replay_global % world:
+            raise ValueError(
+                f"GRPOConfig.replay_fraction={cfg.replay_fraction}: round(replay_fraction * P) = "
+                f"{self.n_replay_global} replay items per step must split evenly over {world} ranks"
+            )
+        self.n_replay = self.n_replay_global // world
         self.replay = None
         if self.n_replay:
             self.replay = _stream(split, cfg.replay_support, "replay_support", cfg.seed, fmt, granularity)
@@ -428,7 +445,7 @@ class GRPO:
         """This rank's labelled replay items of step k (none without replay)."""
         if not self.replay:
             return []
-        return self.replay.sample(self.n_replay, start=(k * self.dist.world_size + self.dist.rank) * self.n_replay)
+        return self.replay.sample(self.n_replay, start=k * self.n_replay_global + self.dist.rank * self.n_replay)
 
     def rollout(self, k: int) -> Rollout:
         """Step k's prompts, G sampled completions each, their rewards and advantages."""
@@ -785,9 +802,12 @@ def train(cfg: GRPOConfig, out, resume: bool = False, progress: bool = True,
             if collapsed:
                 break
         bar.close()
-        if start >= cfg.steps:  # resumed a finished run: report it, log and evaluate nothing again
-            rows = read_csv(out / "eval.csv") if main else []
+        if start >= cfg.steps:  # resumed a finished run: report it; evaluate again only if asked differently
             metrics = next((m for m in reversed(log.read()) if "reward_mean" in m), {})
+            if same_eval(out, cfg.to_dict()):
+                rows = read_csv(out / "eval.csv") if main else []
+            else:
+                rows = run_eval(cfg.steps, final=True)
         if main:
             save_policy(out, trainer.model, {"step": max(done, start), "config": cfg.to_dict()})
         barrier(dist)

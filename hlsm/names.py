@@ -41,6 +41,16 @@ def train_stream(support: str) -> str:
     return f"train:{support}"
 
 
+def probe_stream(support: str) -> str:
+    """The stream probes draw their items from (fresh items, apart from evaluation's)."""
+    return f"probe:{support}"
+
+
+def drift_stream(support: str) -> str:
+    """The stream drift measures (output KL between checkpoints) draw their items from."""
+    return f"drift:{support}"
+
+
 def eval_stream(support: str) -> str:
     """The stream evaluation draws support ``support``'s items from (any support, by name)."""
     return f"eval:{support}"

@@ -40,6 +40,7 @@ from hlsm.checkpoint import (
     load_checkpoint,
     load_policy,
     rng_state,
+    same_eval,
     save_checkpoint,
     save_policy,
     seed_everything,
@@ -93,7 +94,7 @@ class SFTConfig:
     model: dict = field(default_factory=dict)  # PolicyConfig overrides, e.g. {"pos": "rope", "dropout": 0.1}
     split: dict | Split = field(default_factory=lambda: dict(DEFAULT_SPLIT))  # see make_split
     train_supports: dict = field(default_factory=lambda: {SFT: 1.0, ATOMS: 0.25})  # name -> batch share
-    eval_supports: tuple = (SEEN, UNSEEN, EVAL_ATOMS)  # supports scored during training (any split name)
+    eval_supports: tuple = (SEEN, UNSEEN, EVAL_ATOMS)  # evaluation supports of the split scored during training
     fmt: str = "values"  # trace format: explicit | values | answer
     granularity: int = 1  # steps per shown trace chunk
     steps: int = 300  # optimizer updates
@@ -188,8 +189,9 @@ class SFTConfig:
             if not isinstance(w, (int, float)) or not math.isfinite(w) or w <= 0:
                 bad("train_supports", f"weight of {name!r} must be a finite number > 0")
         for name in self.eval_supports:
-            if name not in split.train and name not in split.eval:
-                bad("eval_supports", f"{name!r} is not a support of the split")
+            if name not in split.eval:
+                bad("eval_supports", f"{name!r} is not an evaluation support of the split "
+                    f"(have {sorted(split.eval)}; training supports are never scored as held out)")
         counts = mix_counts(self.train_supports, self.batch_size)
         if min(counts.values()) == 0:
             bad("batch_size", f"too small to give every training support an item per batch ({counts})")
@@ -457,9 +459,12 @@ def train(cfg: SFTConfig, out: str | Path, resume: bool = False, progress: bool 
             checkpoint(done)
     bar.close()
 
-    if start >= cfg.steps:  # resumed a finished run: report it, log and evaluate nothing again
-        rows = read_csv(out / "eval.csv") if main else []
+    if start >= cfg.steps:  # resumed a finished run: report it; evaluate again only if asked differently
         loss_value = next((m["loss"] for m in reversed(log.read()) if "loss" in m), loss_value)
+        if same_eval(out, cfg.to_dict()):
+            rows = read_csv(out / "eval.csv") if main else []
+        else:
+            rows = run_eval(cfg.steps, loss_value, final=True)
     if main:
         save_policy(out, model, {"step": cfg.steps, "config": cfg.to_dict()})
     barrier(dist)

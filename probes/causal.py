@@ -204,7 +204,14 @@ def patch_step_layers(
             continue
         own = getattr(ex.steps[t - 1], field)
         other = [m for m in pool if m != own]
-        twins.append(counterfactual(ex, t, **{field: other[rng.integers(len(other))]}))
+        twin = counterfactual(ex, t, **{field: other[rng.integers(len(other))]})
+        if not all(s.value for s in twin.steps):  # an empty value would make "#" its right answer
+            for m in other:
+                cf = counterfactual(ex, t, **{field: m})
+                if all(s.value for s in cf.steps):
+                    twin = cf
+                    break
+        twins.append(twin)
 
     texts, twin_texts, patched = [], [], {layer: [] for layer in layers}
     for lo in range(0, len(exs), batch_size):

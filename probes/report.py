@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hlsm.names import probe_stream
 from probes.activations import KINDS
 
 
@@ -260,7 +261,7 @@ def main(argv=None) -> int:
     train = [split.train[n] for n in sorted(names) if n in split.train]
     seen = lambda comp: any(s.contains(comp) for s in train)
     items = {name: HLSM(support=split.support(name), seed=args.seed, fmt=fmt, granularity=g,
-                        stream=f"probe:{name}").sample(args.n) for name in ("seen", "unseen")}
+                        stream=probe_stream(name)).sample(args.n) for name in ("seen", "unseen")}
     examples = items["seen"] + items["unseen"]
     torch.manual_seed(args.seed)
     rand = Policy(model.config).to(device).eval()  # same shape, untrained

@@ -318,3 +318,23 @@ def test_fig5_probes_are_cached_per_run(smoke_figures):
     assert {r["model"] for r in summary} == set(fig5.MODELS)
     idents = [float(r["mean"]) for r in summary if r["metric"] == "ident" and r["mean"] != "nan"]
     assert idents and all(-1.0 <= v <= 1.0 for v in idents)
+
+
+def test_regime_smoke_reports_every_criterion_and_never_writes_paper_figures(tmp_path, monkeypatch, capsys):
+    from experiments import regime
+
+    monkeypatch.chdir(tmp_path)
+    assert regime.main(["--preset", "smoke", "--conditions", "explicit_nopos", "--seeds", "0", "--splits", "0",
+                        "--rl", "--runs", str(tmp_path / "runs"), "--workers", "1"]) == 0
+    out = tmp_path / "runs" / "regime-smoke"
+    assert not (tmp_path / "paper_figures").exists()
+    rows = read_csv(out / "regime.csv")
+    assert {r["run_kind"] for r in rows} == {"sft", "grpo", "control", "grpo_atoms", "control_atoms"}
+    base = next(r for r in read_csv(out / "regime_summary.csv") if r["run_kind"] == "sft")
+    for k in ("c1_unseen", "c2_deeper", "c3_zero_std", "c4_unit_minutes"):
+        assert base[k] in ("True", "False"), k
+    assert 0.0 <= float(base["rl_zero_std"]) <= 1.0 and base["c3_source"] == "grpo runs"
+    assert 0.0 <= float(base["acc/L4"]) <= 1.0 and 0.0 <= float(base["acc/L5"]) <= 1.0
+    for name in ("regime.png", "regime.json"):
+        assert (out / name).stat().st_size > 0
+    assert "criteria 1" in capsys.readouterr().out
