@@ -173,6 +173,18 @@ def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     return torch.exp(d) - d - 1.0
 
 
+def replay_window(k: int, n_global: int, rank: int = 0, world: int = 1) -> tuple[int, int]:
+    """(start, count) of a rank's replay items at step k: its contiguous share of the step's global
+    items [k * n_global, (k + 1) * n_global), the items the labelled control trains on at step k."""
+    if n_global % world:
+        raise ValueError(
+            f"GRPOConfig.replay_fraction: round(replay_fraction * P) = {n_global} replay items per step "
+            f"must split evenly over {world} ranks"
+        )
+    per = n_global // world
+    return k * n_global + rank * per, per
+
+
 def combined_rewards(examples, completions, weights: dict[str, float], rewards: dict | None = None):
     """Score each completion text against its example with named, weighted reward functions.
 
@@ -383,12 +395,7 @@ class GRPO:
         self.rl = _stream(split, cfg.rl_support, "rl_support", cfg.seed, fmt, granularity)
         # replay items per step, all ranks together (as the labelled control counts them), split evenly
         self.n_replay_global = round(cfg.replay_fraction * cfg.prompts_per_step)
-        if self.n_replay_global % world:
-            raise ValueError(
-                f"GRPOConfig.replay_fraction={cfg.replay_fraction}: round(replay_fraction * P) = "
-                f"{self.n_replay_global} replay items per step must split evenly over {world} ranks"
-            )
-        self.n_replay = self.n_replay_global // world
+        self.n_replay = replay_window(0, self.n_replay_global, self.dist.rank, world)[1]
         self.replay = None
         if self.n_replay:
             self.replay = _stream(split, cfg.replay_support, "replay_support", cfg.seed, fmt, granularity)
@@ -445,7 +452,8 @@ class GRPO:
         """This rank's labelled replay items of step k (none without replay)."""
         if not self.replay:
             return []
-        return self.replay.sample(self.n_replay, start=k * self.n_replay_global + self.dist.rank * self.n_replay)
+        start, n = replay_window(k, self.n_replay_global, self.dist.rank, self.dist.world_size)
+        return self.replay.sample(n, start=start)
 
     def rollout(self, k: int) -> Rollout:
         """Step k's prompts, G sampled completions each, their rewards and advantages."""

@@ -257,3 +257,21 @@ def test_a_policy_round_trips_to_the_same_logits(tmp_path):
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
     assert payload["step"] == 2
+
+
+def test_damaged_files_load_or_are_named_never_a_raw_error(tmp_path):
+    """300 single-byte flips of a checkpoint: each loads, or raises one of the two named errors."""
+    from hlsm.checkpoint import CorruptCheckpointError, UnsafeCheckpointError
+
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, {"model": {"w": torch.randn(64)}, "step": 3, "rng": rng_state(), "config": {"a": [1]}})
+    data, rnd = good.read_bytes(), random.Random(0)
+    bad = tmp_path / "bad.pt"
+    for _ in range(300):
+        b = bytearray(data)
+        b[rnd.randrange(len(b))] ^= 0xFF
+        bad.write_bytes(bytes(b))
+        try:
+            load_checkpoint(bad)
+        except (CorruptCheckpointError, UnsafeCheckpointError) as e:
+            assert str(bad) in str(e)

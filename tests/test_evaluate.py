@@ -119,3 +119,17 @@ def test_evaluate_end_to_end_and_csv(tmp_path):
     with open(path) as f:
         back = list(csv.DictReader(f))
     assert len(back) == len(rows) and float(back[0]["answer"]) == pytest.approx(rows[0]["answer"])
+
+
+def test_evaluate_refuses_a_training_support_name():
+    """The old default eval name 'atoms' is a training support: scoring it was the issue-15 leak."""
+    import hlsm
+    from hlsm.sft import SFTConfig
+
+    split = hlsm.compositional_split(depth=2, skills=("reverse", "shift_up"), routings=("chain",), deeper=())
+    model = Policy(PolicyConfig.preset("smoke"))
+    with pytest.raises(ValueError, match="'atoms' is not an evaluation support.*did you mean 'eval_atoms'"):
+        evaluate(model, split, ("atoms",), n=2)
+    assert {r["support"] for r in evaluate(model, split, ("atoms",), n=2, allow_train=True)} == {"atoms"}
+    with pytest.raises(ValueError, match="SFTConfig.eval_supports: 'atoms' is not an evaluation support"):
+        SFTConfig(split=split, eval_supports=("seen", "atoms")).validate()

@@ -164,7 +164,7 @@ def test_supports_must_exist_and_hold_examples():
     split = Split("s", train={"rl": empty, "sft": Support(depths=(2,))}, eval={"seen": Support(depths=(2,))})
     with pytest.raises(ValueError, match="GRPOConfig.rl_support='rl'.*empty"):
         GRPOConfig(eval_supports=("seen",)).check_split(split)
-    with pytest.raises(ValueError, match="GRPOConfig.eval_supports='rl_prompts'"):
+    with pytest.raises(ValueError, match="GRPOConfig.eval_supports: 'rl_prompts' is not an evaluation support"):
         GRPOConfig(rl_support="sft").check_split(split)
     GRPOConfig(rl_support="sft", eval_supports=("seen",)).check_split(split)
 
@@ -459,3 +459,31 @@ def test_a_run_whose_groups_all_tie_at_zero_stops_and_says_so(sft_run, tmp_path,
     events = [m["event"] for m in read_metrics(tmp_path / "dead") if "event" in m]
     assert events == ["collapsed: every group tied at reward 0 for 3 steps in a row; stopped at step 3 of 10"]
     assert (tmp_path / "dead" / "policy.pt").exists() and (tmp_path / "dead" / "eval.csv").exists()
+
+
+@pytest.mark.parametrize("world", [1, 2, 4, 8])
+def test_replay_windows_of_all_ranks_are_the_controls_replay_items(world):
+    from hlsm.grpo import replay_window
+
+    for k in range(3):
+        items = []
+        for rank in range(world):
+            start, n = replay_window(k, 8, rank, world)
+            items += range(start, start + n)
+        assert items == list(range(8 * k, 8 * (k + 1)))  # SFT step k reads items [k * 8, (k + 1) * 8)
+    with pytest.raises(ValueError, match="split evenly over 16 ranks"):
+        replay_window(0, 8, 0, 16)
+
+
+def test_labelled_control_refuses_what_it_cannot_mirror(sft_run):
+    from hlsm.control import labelled_control
+
+    with pytest.raises(ValueError, match="epochs x minibatches = 4"):
+        labelled_control(tiny(sft_run, epochs=2, minibatches=2))
+    with pytest.raises(ValueError, match=r"\['lr'\] would change"):
+        labelled_control(tiny(sft_run), lr=1e-3)
+    split = hlsm.compositional_split(depth=2, skills=SKILLS4, routings=("chain",), deeper=())
+    with pytest.raises(ValueError, match="replay_support='rl' is the rl_support"):
+        GRPOConfig(replay_support="rl", replay_fraction=0.5).check_split(split)
+    with pytest.raises(ValueError, match="eval_supports: 'rl' is not an evaluation support"):
+        GRPOConfig(eval_supports=("rl",)).check_split(split)
