@@ -6,9 +6,9 @@ The runs are the protocol study's (``experiments.protocol``; same configs, so th
 runs): per (composition split, seed) unit an SFT base, GRPO from it on compositions beyond the
 SFT support (``grpo``: RL on compound traces), GRPO on atoms only (``grpo_atoms``), and the
 labelled control of each GRPO run (continued SFT on exactly its RL prompts: ``control``,
-``control_atoms``). Each run is then scored at every depth
-L = 1 .. L_train + 2 on the same items (``atoms`` at L = 1, held-out ``unseen`` compositions at
-L_train, all compositions at deeper L, none of which any run trained on).
+``control_atoms``). Each run is then scored at every depth L = 1 .. L_train + 2 on the same items
+(``eval_atoms`` at L = 1, held-out ``unseen`` compositions at L_train, all compositions at deeper
+L, none of which any run trained on).
 
 Panels: (left) gain over SFT at L_train on seen vs unseen compositions; (middle) accuracy on
 compound traces one step deeper than training (the paper's OOD L = 4 with L_train = 3; ours is
