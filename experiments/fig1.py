@@ -27,6 +27,7 @@ from experiments import protocol
 from experiments.report import (
     figure_parser,
     mean_ci,
+    output_dir,
     paired,
     provenance,
     save_figure,
@@ -184,6 +185,7 @@ def plot(plotted: list[dict], depth: int, stem: Path) -> None:
 def main(argv=None) -> int:
     ap = figure_parser("python -m experiments.fig1", __doc__)
     a = ap.parse_args(argv)
+    a.out = str(output_dir(a.out, a.preset))
     t0 = time.time()
     cfg = protocol.StudyConfig(a.preset, tuple(a.seeds), tuple(a.splits), ("grpo", "grpo_atoms"), "core",
                                a.workers, a.runs, a.out)
@@ -191,7 +193,7 @@ def main(argv=None) -> int:
     depth = protocol.PRESETS[a.preset]["split"]["depth"]
     drows = depth_rows(cfg, rows)
     plotted, table = tables(drows, depth)
-    out = Path(a.out)
+    out = Path(a.out)  # resolved by output_dir after parsing
     write_csv(plotted, out / "fig1.csv")
     write_csv(drows, out / "fig1_units.csv")
     write_csv(table, out / "table1.csv")

@@ -19,7 +19,16 @@ import time
 from pathlib import Path
 
 from experiments import protocol
-from experiments.report import figure_parser, mean_ci, paired, provenance, save_figure, write_csv, write_json
+from experiments.report import (
+    figure_parser,
+    mean_ci,
+    output_dir,
+    paired,
+    provenance,
+    save_figure,
+    write_csv,
+    write_json,
+)
 
 TOP = ("sft", "grpo_inside", "control_inside", "grpo", "control")
 BOTTOM = ("sft_compounds", "sft_compounds+grpo", "sft_compounds+control", "sft_atoms", "sft_atoms+grpo",
@@ -84,6 +93,7 @@ def main(argv=None) -> int:
                     help="partition seeds of the bottom panel (default: --splits)")
     ap.add_argument("--panels", nargs="+", default=["top", "bottom"], choices=["top", "bottom"])
     a = ap.parse_args(argv)
+    a.out = str(output_dir(a.out, a.preset))
     t0 = time.time()
     top = protocol.StudyConfig(a.preset, tuple(a.seeds), tuple(a.splits), ("grpo", "grpo_inside"), "core",
                                a.workers, a.runs, a.out)
@@ -93,7 +103,7 @@ def main(argv=None) -> int:
     bottom_rows = protocol.run_study(bottom) if "bottom" in a.panels else []
     plotted = summarize(top_rows, "top", TOP, lambda c: "sft") if top_rows else []
     plotted += summarize(bottom_rows, "bottom", BOTTOM, lambda c: c.split("+")[0]) if bottom_rows else []
-    out = Path(a.out)
+    out = Path(a.out)  # resolved by output_dir after parsing
     write_csv(plotted, out / "fig4.csv")
     write_csv(top_rows + bottom_rows, out / "fig4_units.csv")
     plot(plotted, out / "fig4")

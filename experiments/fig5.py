@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments import heldout, protocol
-from experiments.report import figure_parser, mean_ci, provenance, save_figure, write_csv, write_json
+from experiments.report import figure_parser, mean_ci, output_dir, provenance, save_figure, write_csv, write_json
 from experiments.runs import cached_json
 from hlsm.names import EVAL_HELDOUT_ATOMS, probe_stream
 
@@ -169,10 +169,11 @@ def main(argv=None) -> int:
     ap.set_defaults(splits=[0])
     ap.add_argument("--targets", nargs="+", default=list(TASKS), choices=list(TASKS), help="what to probe")
     a = ap.parse_args(argv)
+    a.out = str(output_dir(a.out, a.preset))
     t0 = time.time()
     probe, causal = collect(a)
     summary = summarize(probe, causal)
-    out = Path(a.out)
+    out = Path(a.out)  # resolved by output_dir after parsing
     write_csv(summary, out / "fig5.csv")
     write_csv(probe, out / "fig5_probes.csv")
     write_csv(causal, out / "fig5_causal.csv")

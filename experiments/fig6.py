@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments import protocol
-from experiments.report import figure_parser, mean_ci, provenance, save_figure, write_csv, write_json
+from experiments.report import figure_parser, mean_ci, output_dir, provenance, save_figure, write_csv, write_json
 from experiments.runs import cached_json, run_all
 from hlsm.checkpoint import snapshots
 from hlsm.names import drift_stream
@@ -191,12 +191,13 @@ def main(argv=None) -> int:
     ap.set_defaults(splits=[0])
     ap.add_argument("--every", type=int, default=0, help="keep a policy every this many steps (0: steps / 5)")
     a = ap.parse_args(argv)
+    a.out = str(output_dir(a.out, a.preset))
     a.every = a.every or max(1, protocol.PRESETS[a.preset]["grpo"]["steps"] // 5)
     t0 = time.time()
     rows = collect(a)
     summary = summarize(rows)
     final = paired_final(rows)
-    out = Path(a.out)
+    out = Path(a.out)  # resolved by output_dir after parsing
     write_csv(summary, out / "fig6.csv")
     write_csv(rows, out / "fig6_units.csv")
     plot(summary, rows, out / "fig6")

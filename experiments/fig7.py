@@ -17,7 +17,16 @@ import time
 from pathlib import Path
 
 from experiments import protocol
-from experiments.report import figure_parser, mean_ci, paired, provenance, save_figure, write_csv, write_json
+from experiments.report import (
+    figure_parser,
+    mean_ci,
+    output_dir,
+    paired,
+    provenance,
+    save_figure,
+    write_csv,
+    write_json,
+)
 from experiments.runs import posthoc_eval
 
 CONDITIONS = ("sft", "control", "grpo", "grpo_structure")
@@ -86,13 +95,14 @@ def plot(summary: list[dict], stem: Path) -> None:
 
 def main(argv=None) -> int:
     a = figure_parser("python -m experiments.fig7", __doc__).parse_args(argv)
+    a.out = str(output_dir(a.out, a.preset))
     t0 = time.time()
     study = protocol.StudyConfig(a.preset, tuple(a.seeds), tuple(a.splits), ("grpo", "grpo_structure"), "core",
                                  a.workers, a.runs, a.out)
     rows = protocol.run_study(study)
     scored = score_runs(rows, a.runs, a.preset)
     summary = summarize(scored)
-    out = Path(a.out)
+    out = Path(a.out)  # resolved by output_dir after parsing
     write_csv(summary, out / "fig7.csv")
     write_csv(scored, out / "fig7_units.csv")
     plot(summary, out / "fig7")

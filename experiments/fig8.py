@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments import heldout, protocol
-from experiments.report import figure_parser, provenance, save_figure, write_csv, write_json
+from experiments.report import figure_parser, output_dir, provenance, save_figure, write_csv, write_json
 from experiments.runs import posthoc_eval
 from hlsm.identify import INTERFACES, identify, interfaces_of, units_of
 from hlsm.sft import make_split
@@ -204,10 +204,11 @@ def plot(summary: list[dict], rows: list[dict], stem: Path) -> None:
 
 def main(argv=None) -> int:
     a = figure_parser("python -m experiments.fig8", __doc__).parse_args(argv)
+    a.out = str(output_dir(a.out, a.preset))
     t0 = time.time()
     rows = predictions(run_sources(a))
     summary = summarize(rows)
-    out = Path(a.out)
+    out = Path(a.out)  # resolved by output_dir after parsing
     write_csv(summary, out / "fig8.csv")
     write_csv(rows, out / "fig8_targets.csv")
     plot(summary, rows, out / "fig8")

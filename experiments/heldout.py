@@ -29,7 +29,16 @@ import time
 from pathlib import Path
 
 from experiments.engine import final_accuracy, train_units
-from experiments.report import figure_parser, mean_ci, paired, provenance, save_figure, write_csv, write_json
+from experiments.report import (
+    figure_parser,
+    mean_ci,
+    output_dir,
+    paired,
+    provenance,
+    save_figure,
+    write_csv,
+    write_json,
+)
 from hlsm.checkpoint import read_metrics
 from hlsm.control import labelled_control
 from hlsm.grpo import GRPOConfig
@@ -215,10 +224,11 @@ def main(figure: str, argv=None, doc: str = __doc__) -> int:
     ap = figure_parser(f"python -m experiments.{figure}", doc)
     ap.set_defaults(splits=SETUPS[figure].get("splits", [0]))  # the committed figure's splits
     a = ap.parse_args(argv)
+    a.out = str(output_dir(a.out, a.preset))
     t0 = time.time()
     finals, curves = run_units(figure, a.preset, a.splits, a.seeds, a.runs, a.workers)
     table, diffs, curve = summarize(finals, curves)
-    out = Path(a.out)
+    out = Path(a.out)  # resolved by output_dir after parsing
     write_csv(table + diffs, out / f"{figure}.csv")
     write_csv(finals, out / f"{figure}_units.csv")
     write_csv(curves, out / f"{figure}_curves.csv")

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from experiments.engine import final_accuracy, train_units
-from experiments.report import mean_ci, provenance, write_csv, write_json
+from experiments.report import mean_ci, output_dir, provenance, write_csv, write_json
 from hlsm.checkpoint import read_metrics
 from hlsm.control import labelled_control
 from hlsm.grpo import GRPOConfig
@@ -301,10 +301,11 @@ def main(argv=None) -> int:
     ap.add_argument("--conditions", nargs="+", default=[], help=f"any of: {', '.join(CONDITIONS)}")
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--runs", default="runs")
-    ap.add_argument("--out", default="paper_figures")
+    ap.add_argument("--out", default=None, help="default: paper_figures/ for cpu, runs/figures-<preset>/ else")
     ap.add_argument("--name", default="protocol", help="output file stem")
     ap.add_argument("--extra", type=json.loads, default={}, help='JSON {"sft": {...}, "grpo": {...}}')
     a = ap.parse_args(argv)
+    a.out = str(output_dir(a.out, a.preset))
     cfg = StudyConfig(a.preset, tuple(a.seeds), tuple(a.splits), tuple(a.conditions), a.tier, a.workers,
                       a.runs, a.out, a.extra)
     try:

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from experiments.engine import final_accuracy, train_units
-from experiments.report import mean_ci, provenance, write_csv, write_json
+from experiments.report import mean_ci, output_dir, provenance, write_csv, write_json
 from experiments.runs import cached_json, posthoc_eval
 from hlsm.checkpoint import CONFIG, POLICY, read_metrics
 from hlsm.control import labelled_control
@@ -261,10 +261,10 @@ def main(argv=None) -> int:
     ap.add_argument("--rl", action="store_true", help="also train each unit's GRPO arms and their controls")
     ap.add_argument("--workers", type=int, default=0, help="parallel single-thread runs (0: one per core)")
     ap.add_argument("--runs", default="runs")
-    ap.add_argument("--out", default=None, help="output folder (default: paper_figures for cpu, else runs/)")
+    ap.add_argument("--out", default=None, help="default: paper_figures/ for cpu, runs/figures-<preset>/ else")
     ap.add_argument("--name", default="regime", help="output file stem")
     a = ap.parse_args(argv)
-    out = Path(a.out or ("paper_figures" if a.preset == "cpu" else f"runs/{a.name}-{a.preset}"))
+    out = output_dir(a.out, a.preset)
     t0 = time.time()
     units = [(sp, s) for sp in a.splits for s in a.seeds]
     plans = {(c, u): unit_plan(a.preset, c, *u, a.rl) for c in a.conditions for u in units}

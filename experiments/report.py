@@ -75,6 +75,20 @@ def read_csv(path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+COMMITTED = Path("paper_figures")  # where the committed figures live
+COMMITTED_PRESETS = ("cpu",)  # presets whose figures may land there by default
+_preset = {"name": None}  # the preset of the figure being made (save_figure marks non-committed ones)
+
+
+def output_dir(out: str | None, preset: str) -> Path:
+    """``out`` if given, else paper_figures/ for a committed preset and runs/figures-<preset>/ for
+    any other, so a smoke run never overwrites a committed figure."""
+    _preset["name"] = preset
+    if out:
+        return Path(out)
+    return COMMITTED if preset in COMMITTED_PRESETS else Path("runs") / f"figures-{preset}"
+
+
 def figure_parser(prog: str, doc: str):
     """The flags every figure takes: --preset, --seeds, --splits, --out, --runs, --workers."""
     import argparse
@@ -83,7 +97,8 @@ def figure_parser(prog: str, doc: str):
     ap.add_argument("--preset", default="cpu", choices=["smoke", "cpu"], help="run sizes (default: cpu)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--splits", type=int, nargs="+", default=[0, 1], help="composition partition seeds")
-    ap.add_argument("--out", default="paper_figures")
+    ap.add_argument("--out", default=None, help="output folder (default: paper_figures/ for the cpu preset, "
+                                                "runs/figures-<preset>/ for any other)")
     ap.add_argument("--runs", default="runs", help="run cache root (shared by all figures)")
     ap.add_argument("--workers", type=int, default=0, help="parallel single-thread runs (0: one per core)")
     return ap
@@ -98,7 +113,11 @@ def paired(rows: list[dict], cond: str, ref: str, key: str) -> tuple[float, floa
 
 
 def save_figure(fig, stem) -> None:
+    """PNG and PDF of ``fig``; a figure of a non-committed preset says so on it."""
     stem = Path(stem)
+    if _preset["name"] and _preset["name"] not in COMMITTED_PRESETS:
+        fig.text(0.5, 0.5, f"preset {_preset['name']!r}: a pipeline check, not a result", ha="center",
+                 va="center", fontsize=22, color="tab:red", alpha=0.35, rotation=20)
     stem.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(stem.with_suffix(".png"), dpi=130)
     fig.savefig(stem.with_suffix(".pdf"))

@@ -331,7 +331,7 @@ def test_regime_smoke_reports_every_criterion_and_never_writes_paper_figures(tmp
     monkeypatch.chdir(tmp_path)
     assert regime.main(["--preset", "smoke", "--conditions", "explicit_nopos", "--seeds", "0", "--splits", "0",
                         "--rl", "--runs", str(tmp_path / "runs"), "--workers", "1"]) == 0
-    out = tmp_path / "runs" / "regime-smoke"
+    out = tmp_path / "runs" / "figures-smoke"
     assert not (tmp_path / "paper_figures").exists()
     rows = read_csv(out / "regime.csv")
     assert {r["run_kind"] for r in rows} == {"sft", "grpo", "control", "grpo_atoms", "control_atoms"}
@@ -343,3 +343,23 @@ def test_regime_smoke_reports_every_criterion_and_never_writes_paper_figures(tmp
     for name in ("regime.png", "regime.json"):
         assert (out / name).stat().st_size > 0
     assert "criteria 1" in capsys.readouterr().out
+
+
+def test_only_committed_presets_write_paper_figures_and_others_say_so(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from experiments.report import output_dir, save_figure
+
+    assert str(output_dir(None, "cpu")) == "paper_figures"
+    assert str(output_dir(None, "smoke")) == "runs/figures-smoke"  # a smoke run never clobbers a figure
+    assert str(output_dir(str(tmp_path), "smoke")) == str(tmp_path)
+    fig = plt.figure()
+    save_figure(fig, tmp_path / "f")  # the preset of the last output_dir call: smoke
+    assert any("not a result" in t.get_text() for t in fig.texts)
+    output_dir(None, "cpu")
+    fig2 = plt.figure()
+    save_figure(fig2, tmp_path / "g")
+    assert not fig2.texts and (tmp_path / "g.png").stat().st_size > 0
