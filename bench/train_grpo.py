@@ -83,8 +83,32 @@ def ours(args, init: Path, n_steps: int) -> dict:
     }
 
 
+def _positions_from_mask(module, args, kwargs):
+    """Forward pre-hook on the GPT-2 backbone: without position_ids, derive them from attention_mask.
+
+    Our tokenizer pads prompts on the left, and hlsm.policy gives every row its own positions (0 at
+    its <bos>, padding clamped to 0). GPT-2 would number every row 0..L-1, and TRL's training
+    forward (its fused LM head calls the backbone with input_ids and attention_mask only) passes no
+    position_ids. The mask may cover cached keys too (generation): the last T positions are ours.
+    """
+    mask = kwargs.get("attention_mask")
+    if kwargs.get("position_ids") is not None or mask is None or mask.ndim != 2:
+        return None
+    x = kwargs.get("input_ids", args[0] if args else None)
+    if x is None:
+        x = kwargs.get("inputs_embeds")
+    if x is None:
+        return None
+    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -x.shape[1] :]
+    return args, {**kwargs, "position_ids": positions}
+
+
 def gpt2_copy(model):
-    """A transformers GPT-2 computing exactly our Policy's function (learned positions, no biases)."""
+    """A transformers GPT-2 computing exactly our Policy's function (learned positions, no biases).
+
+    Also on left-padded batches: its backbone takes each row's positions from the attention mask
+    (``_positions_from_mask``). Its biases are zero and frozen (our Policy has none).
+    """
     from transformers import GPT2Config, GPT2LMHeadModel
 
     pc, src, tok = model.config, model.state_dict(), Tokenizer()
@@ -109,8 +133,19 @@ def gpt2_copy(model):
         for name, p in gpt.named_parameters():
             if name.endswith(".bias"):
                 p.zero_()
+                p.requires_grad_(False)  # absent from our Policy: the optimizer must not move them
+    gpt.transformer.register_forward_pre_hook(_positions_from_mask, with_kwargs=True)
     x = torch.randint(3, pc.vocab_size, (2, 16))
     assert torch.equal(gpt.eval()(x).logits, model.eval()(x)), "the GPT-2 twin computes another function"
+    # left-padded rows: each its own positions and padding hidden, on both sides
+    pad = torch.tensor([5, 0])
+    keep = torch.arange(16)[None, :] >= pad[:, None]
+    x = torch.where(keep, x, tok.pad_id)
+    positions = (torch.arange(16)[None, :] - pad[:, None]).clamp(min=0)
+    with torch.no_grad():
+        theirs = gpt(x, attention_mask=keep.long()).logits
+        ours = model(x, positions, keep)
+    assert torch.allclose(theirs[keep], ours[keep], atol=1e-5), "the GPT-2 twin differs on left-padded rows"
     return gpt
 
 

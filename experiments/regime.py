@@ -218,6 +218,48 @@ def criteria(base: dict, rows: list[dict], cond: str, depth: int) -> dict:
     }
 
 
+# Table 1 in this regime: the paper's settings at L_train + 1 (its L = 4), each beside its control
+TABLE1 = (("sft", "SFT"), ("grpo_atoms", "SFT + RL, atomic modules"), ("grpo", "SFT + RL, compound traces"),
+          ("control_atoms", "SFT + labelled SFT on the atom RL prompts"),
+          ("control", "SFT + labelled SFT on the compound RL prompts"))
+PAPER_TABLE1 = {"sft": 4.8, "grpo_atoms": 14.8, "grpo": 42.6}  # %, L = 4 with L_train = 3 (seed 002)
+CLAIMS = (("grpo", "sft"), ("grpo_atoms", "sft"), ("grpo", "grpo_atoms"), ("grpo", "control"),
+          ("grpo_atoms", "control_atoms"), ("control", "sft"))
+
+
+def table1(rows: list[dict], condition: str, depth: int) -> tuple[list[dict], str]:
+    """Accuracy per setting and paired differences (mean +- 95% t over units), as rows and Markdown."""
+    from experiments.report import paired
+
+    sel = [dict(r, condition=r["run_kind"]) for r in rows if r["condition"] == condition]
+    sets = [(f"acc/{SEEN}", f"seen L={depth}"), (f"acc/{UNSEEN}", f"unseen L={depth}"),
+            (f"acc/L{depth + 1}", f"L={depth + 1}"), (f"acc/L{depth + 2}", f"L={depth + 2}")]
+    out = []
+    pm = lambda m, h, sign="": "—" if m != m else f"{100 * m:{sign}.1f} ± " + ("nan" if h != h else f"{100 * h:.1f}")
+    lines = [f"| setting (`{condition}`) | paper, L=4 | " + " | ".join(n for _, n in sets) + " |",
+             "|---|---|" + "---|" * len(sets)]
+    for kind, label in TABLE1:
+        vals = [mean_ci([r.get(k) for r in sel if r["condition"] == kind]) for k, _ in sets]
+        if not any(n for _, _, n in vals):
+            continue
+        out.append({"setting": kind, **{name: m for (_, name), (m, _, _) in zip(sets, vals)},
+                    **{f"{name} ci95": h for (_, name), (_, h, _) in zip(sets, vals)}, "n": vals[0][2]})
+        paper = PAPER_TABLE1.get(kind)
+        lines.append(f"| {label} | {'—' if paper is None else paper} | "
+                     + " | ".join(pm(m, h) for m, h, _ in vals) + " |")
+    lines += ["", "| paired difference | " + " | ".join(n for _, n in sets) + " |", "|---|" + "---|" * len(sets)]
+    for a, b in CLAIMS:
+        diffs = [paired(sel, a, b, k) for k, _ in sets]
+        if not any(n for _, _, n in diffs):
+            continue
+        out.append({"setting": f"{a} - {b}", **{name: m for (_, name), (m, _, _) in zip(sets, diffs)},
+                    **{f"{name} ci95": h for (_, name), (_, h, _) in zip(sets, diffs)}, "n": diffs[0][2]})
+        lines.append(f"| `{a}` − `{b}` | " + " | ".join(pm(m, h, "+") for m, h, _ in diffs) + " |")
+    lines.append(f"\nAccuracy in %, mean ± 95% t-interval over {out[0]['n'] if out else 0} units "
+                 f"(split x seed); differences paired within units.")
+    return out, "\n".join(lines) + "\n"
+
+
 def plot(summary: list[dict], depth: int, stem: Path) -> None:
     import matplotlib
 
@@ -263,18 +305,30 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", default="runs")
     ap.add_argument("--out", default=None, help="default: paper_figures/ for cpu, runs/figures-<preset>/ else")
     ap.add_argument("--name", default="regime", help="output file stem")
+    ap.add_argument("--from-csv", default=None, help="re-summarize the rows of an earlier regime.csv, train nothing")
     a = ap.parse_args(argv)
     out = output_dir(a.out, a.preset)
     t0 = time.time()
-    units = [(sp, s) for sp in a.splits for s in a.seeds]
-    plans = {(c, u): unit_plan(a.preset, c, *u, a.rl) for c in a.conditions for u in units}
-    dirs = train_units(plans, lambda name: "sft", a.runs, a.workers, True)
     depth = PRESETS[a.preset]["split"]["depth"]
-    rows = []
-    for c in a.conditions:
-        for u in units:
-            rows += unit_rows(a.preset, c, u, {(u, n): d for (cu, n), d in dirs.items() if cu == (c, u)}, a.rl)
+    units = [(sp, s) for sp in a.splits for s in a.seeds]
+    if a.from_csv:
+        from experiments.report import read_csv
+
+        rows = [{k: _number(v) for k, v in r.items()} for r in read_csv(a.from_csv)]
+        a.conditions = list(dict.fromkeys(r["condition"] for r in rows))
+    else:
+        plans = {(c, u): unit_plan(a.preset, c, *u, a.rl) for c in a.conditions for u in units}
+        dirs = train_units(plans, lambda name: "sft", a.runs, a.workers, True)
+        rows = []
+        for c in a.conditions:
+            for u in units:
+                rows += unit_rows(a.preset, c, u, {(u, n): d for (cu, n), d in dirs.items() if cu == (c, u)}, a.rl)
     summary = summarize(rows, depth)
+    tables = {c: table1(rows, c, depth) for c in a.conditions if any(r["condition"] == c and r["run_kind"] == "grpo"
+                                                                      for r in rows)}
+    if tables:
+        write_csv([dict(t, condition=c) for c, (ts, _) in tables.items() for t in ts], out / f"{a.name}_table1.csv")
+        (out / f"{a.name}_table1.md").write_text("\n".join(md for _, md in tables.values()))
     write_csv(rows, out / f"{a.name}.csv")
     write_csv(summary, out / f"{a.name}_summary.csv")
     plot(summary, depth, out / a.name)
@@ -283,7 +337,7 @@ def main(argv=None) -> int:
                 "configs_of_first_unit": {c: {k: [kind, cfg.to_dict()] for k, (kind, cfg) in
                                               unit_plan(a.preset, c, a.splits[0], a.seeds[0], a.rl).items()}
                                           for c in a.conditions},
-                "summary": summary}, out / f"{a.name}.json")
+                "summary": summary, "table1": {c: ts for c, (ts, _) in tables.items()}}, out / f"{a.name}.json")
     pct = lambda s, k: f"{100 * s.get(k, float('nan')):5.1f} ± {100 * s.get(k + '_ci95', float('nan')):4.1f}"
     for s in summary:
         line = (f"{s['condition']:>22} {s['run_kind']:>13} (n={s['units']}): seen {pct(s, 'acc/' + SEEN)} "
@@ -298,9 +352,25 @@ def main(argv=None) -> int:
         elif "grpo_zero_std" in s:
             line += f" | GRPO tied {pct(s, 'grpo_zero_std')}"
         print(line)
+    for _, md in tables.values():
+        print(md)
     print(f"wall {time.time() - t0:.0f} s -> {out / a.name}.csv")
     print(json.dumps(CRITERIA))
     return 0
+
+
+def _number(v: str):
+    """A CSV cell back as None / int / float / bool where it was one."""
+    if v == "":
+        return None
+    if v in ("True", "False"):
+        return v == "True"
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return v
 
 
 if __name__ == "__main__":
