@@ -46,7 +46,6 @@ from pathlib import Path
 import torch
 
 from hlsm.checkpoint import (
-    CHECKPOINT,
     CONFIG,
     MetricsLog,
     NonFiniteLossError,
@@ -57,9 +56,7 @@ from hlsm.checkpoint import (
     load_policy,
     read_config,
     same_eval,
-    save_checkpoint,
     save_policy,
-    snapshot_name,
     start_step,
 )
 from hlsm.distributed import (
@@ -75,6 +72,7 @@ from hlsm.model import HLSM
 from hlsm.names import GRPO_SAMPLING, RL, RL_PROMPTS, SEEN, SFT, UNSEEN, train_stream
 from hlsm.policy import Generation, completion_logprobs, generate
 from hlsm.rng import stream_key
+from hlsm.runloop import Loop, run_loop
 from hlsm.text import Tokenizer
 
 LOSS_AGGREGATIONS = ("seq_mean", "token_mean", "constant")
@@ -754,9 +752,8 @@ def train(cfg: GRPOConfig, out, resume: bool = False, progress: bool = True,
         ckpt = start_step(out, resume, log, main)
         start = trainer.load_state_dict(load_checkpoint(ckpt, dist.device)) if ckpt else 0
         log.truncate(start)
-        last_good, metrics, rows = ckpt, {}, []
 
-        def run_eval(step, final=False):
+        def evaluate_fn(step: int, metrics: dict, final: bool = False) -> list:
             rows = []
             if main:
                 rows = evaluate(trainer.model, split, cfg.eval_supports, n=cfg.eval_n, seed=cfg.seed, fmt=fmt,
@@ -769,59 +766,33 @@ def train(cfg: GRPOConfig, out, resume: bool = False, progress: bool = True,
             barrier(dist)
             return rows
 
+        dead = [0]
+
+        def stop_fn(m: dict) -> str | None:
+            """A policy whose every group is tied at reward 0 gets no gradient: stop instead of idling."""
+            dead[0] = dead[0] + 1 if m["zero_std_frac"] == 1.0 and m["reward_mean"] == 0.0 else 0
+            if cfg.stop_when_dead and dead[0] >= cfg.stop_when_dead:
+                return (f"collapsed: every group tied at reward 0 for {dead[0]} steps in a row; "
+                        f"stopped at step {m['step']} of {cfg.steps}")
+            return None
+
         if start == 0:
-            rows = run_eval(0)  # the base policy: p0 per support and per module before RL
-            if snapshot_every and main:
-                save_policy(out, trainer.model, {"step": 0}, name=snapshot_name(0))
-        bar = tqdm(total=cfg.steps, initial=start, disable=not (progress and main), desc="grpo",
-                   dynamic_ncols=True)
-        dead, done = 0, start
-        for k in range(start, cfg.steps):
-            try:
-                metrics = trainer.step(k)
-            except NonFiniteLossError as e:
-                if main:
-                    log.log({"step": k + 1, "event": "non-finite loss", "loss": str(e.value)})
-                raise NonFiniteLossError(e.step, e.value, last_good) from None
-            done = k + 1
-            bar.update(1)
-            m = metrics
-            bar.set_postfix(reward=f"{m['reward_mean']:.3f}", zero_std=f"{m['zero_std_frac']:.2f}")
-            if done % cfg.log_every == 0 or done == cfg.steps:
-                log.log(metrics)
-            # a policy whose every group is tied at reward 0 gets no gradient: stop instead of idling
-            dead = dead + 1 if m["zero_std_frac"] == 1.0 and m["reward_mean"] == 0.0 else 0
-            collapsed = bool(cfg.stop_when_dead) and dead >= cfg.stop_when_dead
-            if collapsed and main:
-                why = (f"collapsed: every group tied at reward 0 for {dead} steps in a row; "
-                       f"stopped at step {done} of {cfg.steps}")
-                log.log({"step": done, "event": why})
-                tqdm.write(f"{out}: {why}")
-            final = done == cfg.steps or collapsed
-            if snapshot_every and main and (final or done % snapshot_every == 0):
-                save_policy(out, trainer.model, {"step": done}, name=snapshot_name(done))
-            if final or (cfg.eval_every and done % cfg.eval_every == 0):
-                rows = run_eval(done, final)
-            if final or (cfg.ckpt_every and done % cfg.ckpt_every == 0):
-                if main:
-                    save_checkpoint(out / CHECKPOINT, trainer.state_dict(done))
-                last_good = out / CHECKPOINT
-                barrier(dist)
-            if collapsed:
-                break
-        bar.close()
+            evaluate_fn(0, {})  # the base policy: p0 per support and per module before RL
+        loop = Loop(out, cfg.steps, start, log, dist, cfg.eval_every, cfg.ckpt_every, cfg.log_every,
+                    snapshot_every, progress, "grpo", ("reward_mean", "zero_std_frac"), last_good=ckpt)
+        done, metrics, rows = run_loop(loop, trainer.model, trainer.step, evaluate_fn, trainer.state_dict, stop_fn)
         if start >= cfg.steps:  # resumed a finished run: report it; evaluate again only if asked differently
             metrics = next((m for m in reversed(log.read()) if "reward_mean" in m), {})
             if same_eval(out, cfg.to_dict()):
                 rows = read_csv(out / "eval.csv") if main else []
             else:
-                rows = run_eval(cfg.steps, final=True)
+                rows = evaluate_fn(cfg.steps, metrics, final=True)
         if main:
-            save_policy(out, trainer.model, {"step": max(done, start), "config": cfg.to_dict()})
+            save_policy(out, trainer.model, {"step": done, "config": cfg.to_dict()})
         barrier(dist)
     finally:
         cleanup(dist)
-    return GRPOResult(trainer.model, max(done, start), metrics, rows, out)
+    return GRPOResult(trainer.model, done, metrics, rows, out)
 
 
 # --- command line ---------------------------------------------------------------------------

@@ -31,7 +31,6 @@ import torch
 import torch.nn.functional as F
 
 from hlsm.checkpoint import (
-    CHECKPOINT,
     MetricsLog,
     NonFiniteLossError,
     add_config_flags,
@@ -41,17 +40,16 @@ from hlsm.checkpoint import (
     load_policy,
     rng_state,
     same_eval,
-    save_checkpoint,
     save_policy,
     seed_everything,
     set_rng_state,
-    snapshot_name,
     start_step,
 )
 from hlsm.distributed import all_reduce_sum, barrier, cleanup, init_distributed, shard, wrap_ddp
 from hlsm.model import HLSM
 from hlsm.names import ATOMS, EVAL_ATOMS, SEEN, SFT, UNSEEN, train_stream
 from hlsm.policy import PRESETS, Policy, PolicyConfig, autocast
+from hlsm.runloop import Loop, run_loop
 from hlsm.support import Split
 from hlsm.support import make_split as support_make_split
 from hlsm.text import FORMATS, Tokenizer
@@ -335,14 +333,20 @@ def train(cfg: SFTConfig, out: str | Path, resume: bool = False, progress: bool 
     ``snapshot_every`` > 0 also keeps the policy at step 0 and every that many steps under
     ``out/snapshots/`` (not part of the config: it does not change the run).
     """
+    cfg.validate()
+    dist = init_distributed(cfg.device)
+    try:  # under torchrun, an error anywhere must not leak the process group
+        return _train(cfg, Path(out), resume, progress, snapshot_every, dist)
+    finally:
+        cleanup(dist)
+
+
+def _train(cfg: SFTConfig, out: Path, resume: bool, progress: bool, snapshot_every: int, dist) -> SFTResult:
     from tqdm import tqdm
 
     from hlsm.evaluate import evaluate, read_csv, write_csv
 
-    cfg.validate()
-    dist = init_distributed(cfg.device)
     device, main = dist.device, dist.is_main
-    out = Path(out)
     if main:
         init_run(out, cfg.to_dict(), resume=resume, ignore=RESUME_MAY_CHANGE)
     barrier(dist)
@@ -373,50 +377,21 @@ def train(cfg: SFTConfig, out: str | Path, resume: bool = False, progress: bool 
         log.truncate(start)
     elif dist.enabled:
         seed_everything(cfg.seed * 1_000_003 + dist.rank)  # different dropout masks per rank
-    last_good = ckpt
 
     net = wrap_ddp(model, dist)
     fwd = torch.compile(net, dynamic=True) if cfg.compile else net  # widths vary per batch
     micro = cfg.micro_batch_size or (hi - lo)
 
-    def checkpoint(step):
-        nonlocal last_good
-        if main:
-            save_checkpoint(out / CHECKPOINT, {
-                "step": step, "model": model.state_dict(), "optimizer": opt.state_dict(), "rng": rng_state(),
-                "model_config": mcfg.to_dict(), "config": cfg.to_dict(),
-            })
-        last_good = out / CHECKPOINT
-
-    def run_eval(step, loss, final=False):
-        rows = []
-        if main:
-            rows = evaluate(model, split, cfg.eval_supports, n=cfg.eval_n, seed=cfg.seed, fmt=cfg.fmt,
-                            granularity=cfg.granularity)
-            metrics, line = _eval_line(rows, step, loss)
-            log.log({"step": step, **metrics})
-            if progress:
-                tqdm.write(line)
-            if final:
-                write_csv(rows, out / "eval.csv")
-        barrier(dist)
-        return rows
-
-    if snapshot_every and main and start == 0:
-        save_policy(out, model, {"step": 0}, name=snapshot_name(0))
-    bar = tqdm(total=cfg.steps, initial=start, disable=not (progress and main), desc="sft")
-    loss_value, rows, t0, tokens = float("nan"), [], time.perf_counter(), 0
-    for step in range(start, cfg.steps):
+    def step_fn(step: int) -> dict:
+        t0 = time.perf_counter()
         lr = lr_at(step, cfg)
         for group in opt.param_groups:
             group["lr"] = lr
-
         x, y, mask = local_batch(streams, counts, step, lo, hi, tok, mcfg.block_size)
         chunks = micro_batches(x, tok.pad_id, micro)
-        tokens += int((x != tok.pad_id).sum()) * dist.world_size
+        tokens = int((x != tok.pad_id).sum()) * dist.world_size
         x, y, mask = x.to(device), y.to(device), mask.to(device)
         n_tok = all_reduce_sum(mask.sum().to(torch.float64), dist)
-
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         for i, (rows, width) in enumerate(chunks):
             last = i == len(chunks) - 1
@@ -432,43 +407,45 @@ def train(cfg: SFTConfig, out: str | Path, resume: bool = False, progress: bool 
         loss_value = (all_reduce_sum(loss_sum, dist) / n_tok).item()
         if not math.isfinite(loss_value):
             opt.zero_grad(set_to_none=True)
-            if main:
-                log.log({"step": step + 1, "event": "non-finite loss", "loss": str(loss_value)})
-            bar.close()
-            cleanup(dist)
-            raise NonFiniteLossError(step + 1, loss_value, last_good)
+            raise NonFiniteLossError(step + 1, loss_value, None)
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm).item()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        return {"step": step + 1, "loss": loss_value, "lr": lr, "grad_norm": grad_norm,
+                "tokens_per_s": tokens / (time.perf_counter() - t0)}
 
-        done = step + 1
-        bar.update(1)
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            dt = time.perf_counter() - t0
-            log.log({"step": done, "loss": loss_value, "lr": lr, "grad_norm": grad_norm,
-                     "tokens_per_s": tokens / dt})
-            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
-            t0, tokens = time.perf_counter(), 0
-        final = done == cfg.steps
-        if snapshot_every and main and (final or done % snapshot_every == 0):
-            save_policy(out, model, {"step": done}, name=snapshot_name(done))
-        if final or (cfg.eval_every and done % cfg.eval_every == 0):
-            rows = run_eval(done, loss_value, final)
-        if final or (cfg.ckpt_every and done % cfg.ckpt_every == 0):
-            checkpoint(done)
-    bar.close()
+    def evaluate_fn(step: int, metrics: dict, final: bool = False) -> list:
+        rows = []
+        if main:
+            rows = evaluate(model, split, cfg.eval_supports, n=cfg.eval_n, seed=cfg.seed, fmt=cfg.fmt,
+                            granularity=cfg.granularity)
+            values, line = _eval_line(rows, step, metrics.get("loss", float("nan")))
+            log.log({"step": step, **values})
+            if progress:
+                tqdm.write(line)
+            if final:
+                write_csv(rows, out / "eval.csv")
+        barrier(dist)
+        return rows
 
+    def state_fn(step: int) -> dict:
+        return {"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(), "rng": rng_state(),
+                "model_config": mcfg.to_dict(), "config": cfg.to_dict()}
+
+    loop = Loop(out, cfg.steps, start, log, dist, cfg.eval_every, cfg.ckpt_every, cfg.log_every, snapshot_every,
+                progress, "sft", ("loss", "lr"), last_good=ckpt)
+    _, metrics, rows = run_loop(loop, model, step_fn, evaluate_fn, state_fn)
+    loss_value = metrics.get("loss", float("nan"))
     if start >= cfg.steps:  # resumed a finished run: report it; evaluate again only if asked differently
         loss_value = next((m["loss"] for m in reversed(log.read()) if "loss" in m), loss_value)
         if same_eval(out, cfg.to_dict()):
             rows = read_csv(out / "eval.csv") if main else []
         else:
-            rows = run_eval(cfg.steps, loss_value, final=True)
+            rows = evaluate_fn(cfg.steps, {"loss": loss_value}, final=True)
     if main:
         save_policy(out, model, {"step": cfg.steps, "config": cfg.to_dict()})
     barrier(dist)
-    cleanup(dist)
     model.eval()
     return SFTResult(model, cfg.steps, loss_value, rows, out)
 
