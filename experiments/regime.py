@@ -77,6 +77,9 @@ CONDITIONS = {
     # more SFT coverage: 70% of compositions in SFT, 10% RL, 20% held out
     "explicit_nopos_cov70": dict(fmt="explicit", model={"pos": "none"},
                                  split={"sft": [0, 700], "rl": [700, 800], "heldout": [800, 1000]}),
+    # less SFT coverage: 10% of compositions in SFT (~1,400 of 13,824), 20% RL, 70% held out
+    "explicit_nopos_cov10": dict(fmt="explicit", model={"pos": "none"},
+                                 split={"sft": [0, 100], "rl": [100, 300], "heldout": [300, 1000]}),
 }
 BASE_EVALS = (SEEN, UNSEEN, RL_PROMPTS, EVAL_ATOMS)
 RL_ARMS = {"grpo": RL, "grpo_atoms": RL_ATOMS}  # GRPO arm -> its RL support (each with a control)
