@@ -41,7 +41,7 @@ CONDITIONS = ("sft", "grpo", "grpo_atoms", "control", "control_atoms")
 LABELS = {"sft": "SFT", "grpo": "SFT + RL, compound traces", "grpo_atoms": "SFT + RL, atomic modules",
           "control": "SFT + labelled SFT on the compound RL prompts (control of RL compounds)",
           "control_atoms": "SFT + labelled SFT on the atom RL prompts (control of RL atoms)"}
-# The paper's Table 1 (OOD compound traces at L = 4, L_train = 3), from ../shared/seeds/002_*.txt
+# The paper's Table 1 (OOD compound traces at L = 4, L_train = 3), restated in docs/design.md §paper
 PAPER_TABLE1 = {"sft": 4.8, "grpo_atoms": 14.8, "grpo": 42.6}
 
 

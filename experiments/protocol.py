@@ -36,7 +36,7 @@ from hlsm.sft import DEFAULT_SPLIT, SFTConfig
 
 SUPPORTS = (SEEN, RL_PROMPTS, UNSEEN, DEEPER)
 
-# The study's task: the DESIGN.md §4 prototype (8 length-preserving skills chained at L_train = 2,
+# The study's task: the prototype of docs/design.md §prototype (8 length-preserving skills chained at L_train = 2,
 # 64 compositions), with a larger held-out share (~35%, ~22 compositions per partition) so that
 # the transfer question is asked of many compositions; each partition seed draws a different cut.
 STUDY_SPLIT = dict(DEFAULT_SPLIT, sft=[0, 450], rl=[450, 650], heldout=[650, 1000])

@@ -54,7 +54,7 @@ from hlsm.support import Split
 from hlsm.support import make_split as support_make_split
 from hlsm.text import FORMATS, Tokenizer
 
-# The DESIGN.md §4 prototype: 8 length-preserving skills, chain routing, depth-2 compositions
+# The prototype task (docs/design.md §prototype): 8 length-preserving skills, chain routing, depth-2 compositions
 # split into SFT-seen / RL / held-out buckets, depth 3 as the deeper evaluation.
 DEFAULT_SPLIT = {
     "factory": "compositional",

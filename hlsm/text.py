@@ -1,6 +1,6 @@
 """Text of the HLSM: render prompts and traces, tokenize, parse model output, verify and reward.
 
-Formats (DESIGN.md §2), for an input ``abcd`` and a depth-2 composition (chain reverse, then
+Formats (docs/design.md §formats), for an input ``abcd`` and a depth-2 composition (chain reverse, then
 skip shift_up) whose values are ``dcba`` then ``bcde``:
 
     prompt     abcd|R0S00 R2S09>

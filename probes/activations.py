@@ -16,7 +16,7 @@ A sequence is ``<bos> prompt completion <eos>`` exactly as SFT trains on it (hls
     before         the token just before the step's chunk (``>`` for step 1, else the ``;`` closing
                    the previous chunk): the position whose next-token prediction starts the step.
                    Nothing at or before it shows the step's value yet, though attention can read
-                   the prompt's module tokens (the recommended position, DESIGN.md §6).
+                   the prompt's module tokens (the recommended position, docs/design.md §probes).
     first          the step's first completion token (the first character of its value; in the
                    ``explicit`` format its routing token, which names the module again).
     step           every token of the step's chunk in the completion.

@@ -7,7 +7,7 @@
     rows = probe_report(acts, "skill")                      # "seen" (grouped holdout) and "unseen"
                                                             #   (train on seen compositions, test on unseen)
 
-Baselines (DESIGN.md §6):
+Baselines (docs/design.md §probes):
 - majority: predict the training set's most frequent label.
 - control task (Hewitt & Liang 2019): each surface type gets a random but consistent label drawn
   from the real labels' distribution; a probe that reaches high control accuracy can memorise

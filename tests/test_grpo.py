@@ -233,7 +233,7 @@ def test_smoke_grpo_raises_reward_on_heldout_compositions(sft_run, tmp_path):
     s1 = sampled_reward(result.model, seen, REWARD, samples=4)["reward"]
     assert r1 - r0 >= 0.02, (r0, r1)
     assert s1 - s0 >= 0.08, (s0, s1)
-    # the run logged what DESIGN.md asks for, every step
+    # the run logged what the design asks for (README, GRPO), every step
     steps = [m for m in read_metrics(result.out) if "reward_mean" in m]
     assert len(steps) == 30
     for key in ("reward_std", "reward/answer", "reward/structure", "zero_std_frac", "completion_len",
