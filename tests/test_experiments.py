@@ -321,8 +321,12 @@ def test_fig5_probes_are_cached_per_run(smoke_figures):
     assert [p.stat().st_mtime_ns for p in cached] == stamps  # re-read, not recomputed
     summary = read_csv(root / "out5" / "fig5.csv")
     assert {r["model"] for r in summary} == set(fig5.MODELS)
-    idents = [float(r["mean"]) for r in summary if r["metric"] == "ident" and r["mean"] != "nan"]
-    assert idents and all(-1.0 <= v <= 1.0 for v in idents)
+    idents = [r for r in summary if r["metric"] == "ident"]
+    assert {r["model"] for r in idents} == set(fig5.MODELS)  # every model scored
+    cells = {(r["model"], r["layer"], r["eval"]) for r in idents}
+    assert len(cells) == len(idents) == len({r["model"] for r in idents}) * len({(r["layer"], r["eval"])
+                                                                                for r in idents})
+    assert all(0.0 <= float(r["mean"]) <= 1.0 for r in idents if r["mean"] != "nan")  # the score's range
 
 
 def test_regime_smoke_reports_every_criterion_and_never_writes_paper_figures(tmp_path, monkeypatch, capsys):
