@@ -77,6 +77,8 @@ CONDITIONS = {
     # more SFT coverage: 70% of compositions in SFT, 10% RL, 20% held out
     "explicit_nopos_cov70": dict(fmt="explicit", model={"pos": "none"},
                                  split={"sft": [0, 700], "rl": [700, 800], "heldout": [800, 1000]}),
+    # SFT also on shallower compounds of its range (L = 1, 2, 3), as in the probe that reached L = 4
+    "explicit_nopos_d123": dict(fmt="explicit", model={"pos": "none"}, split={"sft_depths": [1, 2, 3]}),
     # less SFT coverage: 10% of compositions in SFT (~1,400 of 13,824), 20% RL, 70% held out
     "explicit_nopos_cov10": dict(fmt="explicit", model={"pos": "none"},
                                  split={"sft": [0, 100], "rl": [100, 300], "heldout": [300, 1000]}),

@@ -585,6 +585,7 @@ def compositional_split(
     partition_seed: int = 0,
     input_len: tuple[int, int] = (4, 6),
     alphabet: str = "abcdef",
+    sft_depths: tuple[int, ...] = (),
 ) -> Split:
     """Seen vs unseen compositions at L = depth, RL inside vs beyond SFT, atoms vs compounds.
 
@@ -594,11 +595,16 @@ def compositional_split(
     compositions), ``rl_atoms`` (RL on atoms only). Evaluation supports: ``seen`` (SFT
     compositions, fresh inputs), ``rl_prompts`` (RL compositions, fresh inputs), ``unseen``
     (held-out compositions), ``deeper`` (depths > ``depth``), ``eval_atoms`` (L = 1, fresh inputs).
-    The three composition ranges must be disjoint (RL is "beyond the SFT support").
+    The three composition ranges must be disjoint (RL is "beyond the SFT support"). ``sft_depths``
+    (default: ``(depth,)``) lets SFT also show shallower compounds of its bucket range, e.g.
+    (1, 2, 3); RL, ``seen`` and ``unseen`` stay at L = depth.
     """
     if deeper and min(deeper) <= depth:
         raise ValueError(f"deeper depths must exceed depth={depth}, got {deeper!r}")
     _check_ranges(sft=sft, rl=rl, heldout=heldout)
+    sft_depths = tuple(sft_depths) or (depth,)
+    if depth not in sft_depths or any(not 1 <= d <= depth for d in sft_depths):
+        raise ValueError(f"sft_depths must include depth={depth} and lie in 1..{depth}, got {sft_depths!r}")
     common = dict(
         skills=tuple(skills),
         routings=tuple(routings),
@@ -609,7 +615,7 @@ def compositional_split(
     train_in = dict(common, input_buckets=TRAIN_INPUTS)
     eval_in = dict(common, input_buckets=EVAL_INPUTS)
     train = {
-        SFT: Support(depths=(depth,), buckets=sft, **train_in),
+        SFT: Support(depths=sft_depths, buckets=sft, **train_in),
         ATOMS: Support(depths=(1,), **train_in),
         RL: Support(depths=(depth,), buckets=rl, **train_in),
         RL_INSIDE: Support(depths=(depth,), buckets=sft, **train_in),

@@ -204,3 +204,12 @@ def test_cli_refuses_overlapping_ranges(tmp_path, capsys):
 def test_heldout_split_refuses_a_bare_string():
     with pytest.raises(ValueError, match=r"the string 'sort_asc'; write \('sort_asc',\)"):
         hlsm.heldout_split("sort_asc")
+
+
+def test_sft_may_show_shallower_compounds_and_stays_proven_disjoint():
+    split = hlsm.compositional_split(depth=3, sft_depths=(1, 2, 3), skills=SMALL["skills"], routings=("chain", "skip"))
+    assert split.train["sft"].depths == (1, 2, 3) and split.eval["unseen"].depths == (3,)
+    split.check_disjoint()
+    assert {ex.depth for ex in HLSM(support=split.train["sft"], seed=0).sample(300)} == {1, 2, 3}
+    with pytest.raises(ValueError, match="sft_depths must include depth=3"):
+        hlsm.compositional_split(depth=3, sft_depths=(1, 2))
