@@ -72,7 +72,8 @@ def test_code_version_follows_the_source(tmp_path, monkeypatch):
         v = runs.code_version()
         assert v == runs.code_version() and len(v) == 12
         runs.code_version.cache_clear()
-        (pkg / "identify.py").write_text((pkg / "identify.py").read_text() + "\n# a tool, not run code\n")
+        tool = pkg / "identify" / "parse.py"
+        tool.write_text(tool.read_text() + "\n# a tool, not run code\n")
         assert runs.code_version() == v
         runs.code_version.cache_clear()
         (pkg / "grpo.py").write_text((pkg / "grpo.py").read_text() + "\n# any change to run code\n")

@@ -1,0 +1,137 @@
+"""The command line, ``python -m hlsm.identify SUPPORT.json ...`` (run by ``__main__.py``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from hlsm.identify.parse import INTERFACES, KINDS, compositions_of, load, show, union
+from hlsm.identify.repairs import compare, repair
+from hlsm.identify.report import format_certificate, format_report, jsonable
+from hlsm.identify.results import identify
+from hlsm.support import Split
+
+
+def _pick(obj, names, n, seed, what):
+    """Compositions of the named supports of a Split (or the input itself when it is no Split)."""
+    if isinstance(obj, Split):
+        if not names:
+            raise ValueError(f"{what}: name supports of split {obj.name!r}: "
+                             f"{sorted(obj.train) + sorted(obj.eval)}")
+        return union(*(obj.support(nm) for nm in names), n=n, seed=seed), f"{what} {'+'.join(names)}"
+    if names:
+        raise ValueError(f"--{what} {names} selects supports by name, but the input is not a Split")
+    return compositions_of(obj, n, seed), ""
+
+
+def _parser() -> argparse.ArgumentParser:
+    import hlsm.identify as package  # imported in full by now; the first line of its docstring says what this is
+
+    ap = argparse.ArgumentParser(prog="python -m hlsm.identify", description=package.__doc__.split("\n")[0])
+    ap.add_argument("input", help="JSON: a list of compositions, a Support dict or a Split dict")
+    ap.add_argument("--train", nargs="+", default=None, help="split supports to union (default: sft)")
+    ap.add_argument("--target", nargs="+", default=None,
+                    help="split supports to predict (default: the split's unseen supports)")
+    ap.add_argument("--targets", help="JSON file of target compositions (list or Support)")
+    ap.add_argument("--compare", nargs=2, metavar=("SFT", "RL"), help="split supports to compare")
+    ap.add_argument("--repair", type=int, default=0, metavar="K", help="repair K unreachable targets")
+    ap.add_argument("--pool", help="split support name or JSON file to draw repairs from")
+    ap.add_argument("--exact", action="store_true", help="exact minimum repair (small pools)")
+    ap.add_argument("--max-add", type=int, default=5)
+    ap.add_argument("--n", type=int, default=3000, help="compositions sampled from product supports")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--positional", action="store_true", help="units are (module, position) pairs")
+    ap.add_argument("--interface", choices=INTERFACES, default="module")
+    ap.add_argument("--witness", nargs="+", default=(), metavar="UNIT", help="print units' certificates")
+    ap.add_argument("--matrix", action="store_true", help="print the exact basis matrices (sympy)")
+    ap.add_argument("--show", type=int, default=8, help="examples to list per section")
+    ap.add_argument("--json", nargs="?", const="-", metavar="PATH", help="write JSON (to stdout with '-')")
+    return ap
+
+
+def _read_supports(args, obj, split):
+    """The training compositions, their label in the report, and the target compositions."""
+    n, seed = args.n, args.seed
+    if split is not None and args.train is None:
+        args.train = ["sft"] if "sft" in split.train else sorted(split.train)
+    if split is not None and args.target is None and not args.targets:
+        args.target = list(split.unseen)
+    train, source = _pick(obj, args.train, n, seed, "train")
+    targets = []
+    if args.targets:
+        targets = compositions_of(load(args.targets), n, seed)
+    elif args.target:
+        targets = _pick(obj, args.target, n, seed, "target")[0]
+    return train, source, targets
+
+
+def _run_compare(args, split, targets, kw):
+    """``--compare SFT RL``: two supports of the split input (None without the flag)."""
+    if not args.compare:
+        return None
+    if split is None:
+        raise ValueError("--compare names two supports of a Split input")
+    a, b = (split.support(nm) for nm in args.compare)
+    return compare(a, b, targets, n=args.n, seed=args.seed, **kw)
+
+
+def _run_repairs(args, split, train, reached, kw):
+    """``--repair K``: repairs of the first K unreachable targets, drawn from ``--pool``."""
+    if not args.repair:
+        return []
+    if not args.pool:
+        raise ValueError("--repair needs --pool (a split support name or a JSON file)")
+    # a support of the split, unless a file of that name exists
+    pool = (split.support(args.pool) if split is not None and not Path(args.pool).exists()
+            else load(args.pool))
+    pool = compositions_of(pool, args.n, args.seed)
+    return [repair(train, r.composition, pool, max_add=args.max_add, exact=args.exact, **kw)
+            for r in [r for r in reached if not r.reachable][: args.repair]]
+
+
+def _text(ident, args, source, reached, comparison, repairs) -> str:
+    """The report, then the certificates of the ``--witness`` units and, with ``--matrix``, the basis rows."""
+    out = [format_report(ident, source, reached, comparison, repairs, args.show)]
+    out += [format_certificate(ident.units[u]) for u in args.witness]
+    if args.matrix:
+        for kind in KINDS:
+            m, labels = ident.matrix(kind, basis_only=True)
+            cols = " ".join(ident._block(kind).units)
+            out.append(f"== {kind} basis rows ({m.rows} x {m.cols}), columns: {cols}")
+            out += [f"  {list(m.row(i))}  [{show(c)}]" for i, c in enumerate(labels)]
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    """Check the support named in ``argv``: print the report, or its JSON with ``--json -``."""
+    args = _parser().parse_args(argv)
+    obj = load(args.input)
+    split = obj if isinstance(obj, Split) else None
+    train, source, targets = _read_supports(args, obj, split)
+    kw = dict(positional=args.positional, interface=args.interface)
+    ident = identify(train, max_depth=max(len(c) for c in [*train, *targets]), **kw)
+    reached = [ident.reach(c) for c in targets]
+    comparison = _run_compare(args, split, targets, kw)
+    repairs = _run_repairs(args, split, train, reached, kw)
+    for u in args.witness:
+        if u not in ident.units:
+            raise ValueError(f"unknown unit {u!r}; units: {', '.join(ident.units)}")
+    text = _text(ident, args, source, reached, comparison, repairs)
+    data = {
+        "source": source,
+        "identification": jsonable(ident),
+        "targets": jsonable(reached),
+        "comparison": jsonable(comparison),
+        "repairs": jsonable(repairs),
+    }
+    if args.json == "-":
+        json.dump(data, sys.stdout, indent=1)
+        print()
+        return 0
+    print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(data, indent=1))
+        print(f"wrote {args.json}")
+    return 0
