@@ -318,8 +318,9 @@ def main(argv=None) -> int:
     units = [(sp, s) for sp in a.splits for s in a.seeds]
     if a.from_csv:
         from experiments.report import read_csv
+        from hlsm.evaluate import parse_cell
 
-        rows = [{k: _number(v) for k, v in r.items()} for r in read_csv(a.from_csv)]
+        rows = [{k: parse_cell(v) for k, v in r.items()} for r in read_csv(a.from_csv)]
         a.conditions = list(dict.fromkeys(r["condition"] for r in rows))
     else:
         plans = {(c, u): unit_plan(a.preset, c, *u, a.rl) for c in a.conditions for u in units}
@@ -362,20 +363,6 @@ def main(argv=None) -> int:
     print(f"wall {time.time() - t0:.0f} s -> {out / a.name}.csv")
     print(json.dumps(CRITERIA))
     return 0
-
-
-def _number(v: str):
-    """A CSV cell back as None / int / float / bool where it was one."""
-    if v == "":
-        return None
-    if v in ("True", "False"):
-        return v == "True"
-    for cast in (int, float):
-        try:
-            return cast(v)
-        except ValueError:
-            pass
-    return v
 
 
 if __name__ == "__main__":

@@ -201,20 +201,25 @@ def lookup(rows: list[dict], support: str, by: str = "all", group: str = "all") 
     raise KeyError(f"no row for support={support!r} by={by!r} group={group!r}")
 
 
-def read_csv(path: str | Path) -> list[dict]:
-    """Rows written by ``write_csv``, numbers as floats (support, by and group stay strings)."""
-    def value(k, v):
-        if k in ("support", "by", "group"):
-            return v
-        for cast in (int, float):
-            try:
-                return cast(v)
-            except ValueError:
-                pass
-        return v
+def parse_cell(v: str):
+    """A CSV cell back as what it was written from: None (empty), bool, int, float, else the string."""
+    if v == "":
+        return None
+    if v in ("True", "False"):
+        return v == "True"
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return v
 
+
+def read_csv(path: str | Path) -> list[dict]:
+    """Rows written by ``write_csv``, numbers as numbers (support, by and group stay strings)."""
     with open(path, newline="") as f:
-        return [{k: value(k, v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k: v if k in ("support", "by", "group") else parse_cell(v) for k, v in row.items()}
+                for row in csv.DictReader(f)]
 
 
 def write_csv(rows: list[dict], path: str | Path) -> None:
