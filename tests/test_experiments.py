@@ -134,6 +134,7 @@ def test_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path):
     assert sft_run(cfg, tmp_path) == d and is_finished(d, cfg)
 
 
+@pytest.mark.slow
 def test_protocol_smoke_writes_paired_rows_and_summary(tmp_path, capsys):
     out = tmp_path / "out"
     rc = protocol.main(["--preset", "smoke", "--seeds", "0", "--splits", "0", "--conditions", "grpo",
@@ -176,6 +177,7 @@ def smoke_figures(tmp_path_factory):
     return root, n_runs
 
 
+@pytest.mark.slow
 def test_fig1_writes_files_columns_and_provenance(smoke_figures):
     root, _ = smoke_figures
     out = root / "out"
@@ -192,6 +194,7 @@ def test_fig1_writes_files_columns_and_provenance(smoke_figures):
     assert all((root / "runs" / r).is_dir() for r in meta["runs"])
 
 
+@pytest.mark.slow
 def test_fig4_reuses_fig1_runs_and_writes_both_panels(smoke_figures):
     from experiments import fig4
 
@@ -205,6 +208,7 @@ def test_fig4_reuses_fig1_runs_and_writes_both_panels(smoke_figures):
     assert (root / "out" / "fig4.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_a_changed_config_is_not_served_from_the_cache(smoke_figures, capsys):
     from experiments import fig1
 
@@ -231,6 +235,7 @@ def _flags(root, out):
             "--out", str(root / out), "--workers", "1"]
 
 
+@pytest.mark.slow
 def test_fig7_scores_outcome_vs_composite_reward_runs(smoke_figures):
     from experiments import fig7
 
@@ -246,6 +251,7 @@ def test_fig7_scores_outcome_vs_composite_reward_runs(smoke_figures):
     assert (root / "out7" / "fig7.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_fig8_predicts_every_target_and_scores_auroc(smoke_figures):
     from experiments import fig8
 
@@ -272,6 +278,7 @@ def test_auroc_counts_ties_half_and_needs_both_classes():
     assert math.isnan(auroc([0.3, 0.4], [1, 1]))
 
 
+@pytest.mark.slow
 def test_fig2_and_fig3_curves_start_from_the_shared_base(smoke_figures):
     from experiments import fig2, fig3, heldout
 
@@ -293,6 +300,7 @@ def test_fig2_and_fig3_curves_start_from_the_shared_base(smoke_figures):
     assert read_csv(root / "out23" / "fig3_units.csv")[0]["heldout"] == "map_halves"
 
 
+@pytest.mark.slow
 def test_fig6_keeps_policies_and_starts_at_zero_drift(smoke_figures):
     from experiments import fig6
     from hlsm.checkpoint import snapshots
@@ -309,6 +317,7 @@ def test_fig6_keeps_policies_and_starts_at_zero_drift(smoke_figures):
     assert float(control[0]["rel_change"]) > 0  # labelled updates always move the weights
 
 
+@pytest.mark.slow
 def test_fig5_probes_are_cached_per_run(smoke_figures):
     from experiments import fig5
 
@@ -330,6 +339,7 @@ def test_fig5_probes_are_cached_per_run(smoke_figures):
     assert all(0.0 <= float(r["mean"]) <= 1.0 for r in idents if r["mean"] != "nan")  # the score's range
 
 
+@pytest.mark.slow
 def test_regime_smoke_reports_every_criterion_and_never_writes_paper_figures(tmp_path, monkeypatch, capsys):
     from experiments import regime
 

@@ -209,6 +209,7 @@ def _heldout_examples(split, n=128):
             for ex in HLSM(support=split.support(name), seed=0, stream=f"eval:{name}").sample(n)]
 
 
+@pytest.mark.slow
 def test_smoke_grpo_raises_reward_on_heldout_compositions(sft_run, tmp_path):
     """GRPO on the SFT compositions raises the mean sampled reward on compositions it never saw.
 
@@ -342,6 +343,7 @@ def _ddp_worker(rank: int, world: int, port: int, cfg: dict, out: str) -> None:
     torch.save(result.model.state_dict(), f"{out}/rank{rank}.pt")
 
 
+@pytest.mark.slow
 def test_ddp_two_ranks_match_one_process(sft_run, tmp_path):
     """2 gloo ranks, each sampling its half of the prompts with its rows of the global batch's noise,
     end (to float tolerance) where 1 process with the same global batch ends: same rollouts, same

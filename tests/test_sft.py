@@ -183,6 +183,7 @@ def test_too_long_sequences_name_block_size():
 # --- training -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_smoke_sft_learns_its_training_compositions(tmp_path):
     """The smoke preset fits four depth-2 compositions: >= 95% exact answers on fresh inputs."""
     cfg = SFTConfig.from_preset(
@@ -232,6 +233,7 @@ def _ddp_worker(rank: int, world: int, port: int, cfg_dict: dict, out: str) -> N
     train(SFTConfig.from_dict(cfg_dict), out, progress=False)
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_match_one(tmp_path):
     """2 gloo ranks, each taking half of the global batch, end where 1 process ends."""
     import torch.multiprocessing as mp
