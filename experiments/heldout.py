@@ -53,7 +53,8 @@ from hlsm.names import (
     SFT,
     UNSEEN,
 )
-from hlsm.sft import DEFAULT_SPLIT, SFTConfig
+from hlsm.sft import SFTConfig
+from hlsm.support import DEFAULT_SPLIT
 
 SUPPORTS = (UNSEEN, RL_PROMPTS, EVAL_HELDOUT_ATOMS, SEEN)
 ARMS = {"atoms": RL_ATOMS, "composed": RL_COMPOSED}  # reintroduction arm -> the split's RL support

@@ -32,7 +32,8 @@ from hlsm.checkpoint import read_metrics
 from hlsm.control import labelled_control
 from hlsm.grpo import GRPOConfig
 from hlsm.names import ATOMS, DEEPER, RL_ATOMS, RL_INSIDE, RL_PROMPTS, SEEN, SFT, UNSEEN
-from hlsm.sft import DEFAULT_SPLIT, SFTConfig
+from hlsm.sft import SFTConfig
+from hlsm.support import DEFAULT_SPLIT
 
 SUPPORTS = (SEEN, RL_PROMPTS, UNSEEN, DEEPER)
 

@@ -6,7 +6,6 @@ import csv
 import json
 import math
 import platform
-import subprocess
 import sys
 from pathlib import Path
 
@@ -27,15 +26,11 @@ def mean_ci(values, level: float = 0.95) -> tuple[float, float, int]:
 
 
 def git_hash() -> str:
-    try:
-        root = Path(__file__).resolve().parent.parent
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                             timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    """HEAD of the repository, "+dirty" when tracked files differ from it, or "unknown"."""
+    from hlsm.checkpoint import git_info
+
+    info = git_info(Path(__file__).resolve().parent.parent)
+    return "unknown" if info["git_hash"] is None else info["git_hash"] + ("+dirty" if info["git_dirty"] else "")
 
 
 def provenance() -> dict:
@@ -55,13 +50,11 @@ def provenance() -> dict:
 
 
 def write_csv(rows: list[dict], path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cols = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        w.writerows(rows)
+    """``hlsm.evaluate.write_csv`` into a folder made if needed."""
+    from hlsm.evaluate import write_csv as write
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write(rows, path)
 
 
 def write_json(obj: dict, path) -> None:

@@ -196,14 +196,6 @@ class Batch:
     def __len__(self) -> int:
         return len(self.depth)
 
-    @property
-    def routing_ids(self) -> np.ndarray:
-        return self.codes // len(SKILL_NAMES)
-
-    @property
-    def skill_ids(self) -> np.ndarray:
-        return self.codes % len(SKILL_NAMES)
-
     def answers(self) -> list[str]:
         last = self.depth - 1
         rows = np.arange(len(self))

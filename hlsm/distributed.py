@@ -96,11 +96,3 @@ def barrier(info: DistInfo) -> None:
     if info.enabled:
         tdist.barrier()
 
-
-def broadcast_object(obj, info: DistInfo):
-    """Rank 0's ``obj`` on every rank."""
-    if not info.enabled:
-        return obj
-    box = [obj]
-    tdist.broadcast_object_list(box, src=0)
-    return box[0]

@@ -50,20 +50,9 @@ from hlsm.model import HLSM
 from hlsm.names import ATOMS, EVAL_ATOMS, SEEN, SFT, UNSEEN, train_stream
 from hlsm.policy import PRESETS, Policy, PolicyConfig, autocast
 from hlsm.runloop import Loop, run_loop
-from hlsm.support import Split
+from hlsm.support import DEFAULT_SPLIT, Split
 from hlsm.support import make_split as support_make_split
 from hlsm.text import FORMATS, Tokenizer
-
-# The prototype task (docs/design.md §prototype): 8 length-preserving skills, chain routing, depth-2 compositions
-# split into SFT-seen / RL / held-out buckets, depth 3 as the deeper evaluation.
-DEFAULT_SPLIT = {
-    "factory": "compositional",
-    "depth": 2,
-    "skills": ["reverse", "rotate_left", "rotate_right", "swap_pairs", "swap_halves", "shift_up",
-               "shift_down", "atbash"],
-    "routings": ["chain"],
-    "deeper": [3],
-}
 
 # Training defaults per preset (the model shape comes from hlsm.policy.PRESETS of the same name).
 SFT_PRESETS = {

@@ -710,6 +710,18 @@ def heldout_split(
 
 SPLIT_FACTORIES = {"compositional": compositional_split, "heldout": heldout_split}
 
+# The prototype task (docs/design.md §prototype), the default split spec of SFTConfig: 8
+# length-preserving skills, chain routing, depth-2 compositions split into SFT / RL / held-out
+# buckets, depth 3 as the deeper evaluation.
+DEFAULT_SPLIT = {
+    "factory": "compositional",
+    "depth": 2,
+    "skills": ["reverse", "rotate_left", "rotate_right", "swap_pairs", "swap_halves", "shift_up",
+               "shift_down", "atbash"],
+    "routings": ["chain"],
+    "deeper": [3],
+}
+
 
 def make_split(spec, field: str = "split") -> Split:
     """A Split from a Split, a ``Split.to_dict()`` dict, or ``{"factory": name, **kwargs}``.

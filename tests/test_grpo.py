@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import socket
 
 import pytest
 import torch
@@ -28,6 +26,7 @@ from hlsm.model import HLSM
 from hlsm.sft import SFTConfig
 from hlsm.sft import train as sft_train
 from hlsm.support import Split, Support
+from tests.ddp import free_port, join_group
 
 torch.set_num_threads(1)  # tiny models: one thread beats two contended ones
 
@@ -329,16 +328,8 @@ def test_cli_runs_and_prints_a_summary(sft_run, tmp_path, capsys):
     assert "GRPOConfig.group_size" in capsys.readouterr().err
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank: int, world: int, port: int, cfg: dict, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
+    join_group(rank, world, port)
     result = grpo_train(GRPOConfig(**cfg), out, progress=False)
     torch.save(result.model.state_dict(), f"{out}/rank{rank}.pt")
 
@@ -351,7 +342,7 @@ def test_ddp_two_ranks_match_one_process(sft_run, tmp_path):
     import torch.multiprocessing as mp
 
     cfg = tiny(sft_run, steps=2, minibatches=2, ckpt_every=0, replay_fraction=0.5, loss_agg="token_mean")
-    mp.spawn(_ddp_worker, args=(2, _free_port(), cfg.to_dict(), str(tmp_path / "ddp")), nprocs=2)
+    mp.spawn(_ddp_worker, args=(2, free_port(), cfg.to_dict(), str(tmp_path / "ddp")), nprocs=2)
     one = grpo_train(cfg, tmp_path / "one", progress=False).model.state_dict()
     r0, r1 = (torch.load(tmp_path / "ddp" / f"rank{r}.pt") for r in (0, 1))
     init, _ = load_policy(sft_run)

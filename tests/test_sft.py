@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-
 import pytest
 import torch
 
@@ -25,6 +22,7 @@ from hlsm.sft import (
 )
 from hlsm.support import EVAL_INPUTS, TRAIN_INPUTS, Split, Support
 from hlsm.text import Tokenizer
+from tests.ddp import free_port, join_group
 
 torch.set_num_threads(1)  # tiny models: one thread beats two contended ones
 
@@ -220,16 +218,8 @@ def test_cli_runs_and_writes_a_run_directory(tmp_path, capsys):
     assert main([*args, "--resume"]) == 0  # a finished run resumes to the same end
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank: int, world: int, port: int, cfg_dict: dict, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
+    join_group(rank, world, port)
     train(SFTConfig.from_dict(cfg_dict), out, progress=False)
 
 
@@ -239,7 +229,7 @@ def test_ddp_two_processes_match_one(tmp_path):
     import torch.multiprocessing as mp
 
     cfg = tiny_cfg(steps=4, batch_size=8, train_supports={"sft": 1.0, "atoms": 0.5}, ckpt_every=0)
-    mp.spawn(_ddp_worker, args=(2, _free_port(), cfg.to_dict(), str(tmp_path / "ddp")), nprocs=2)
+    mp.spawn(_ddp_worker, args=(2, free_port(), cfg.to_dict(), str(tmp_path / "ddp")), nprocs=2)
     train(cfg, tmp_path / "one", progress=False)
     ddp, _ = load_policy(tmp_path / "ddp")
     one, _ = load_policy(tmp_path / "one")

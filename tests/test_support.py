@@ -174,7 +174,7 @@ def test_evaluated_atoms_share_no_item_with_the_sft_atoms_stream():
     """On main before the fix, 95 of the first 256 'eval atoms' items were SFT training items."""
     from hlsm.evaluate import eval_items
     from hlsm.names import ATOMS, EVAL_ATOMS, train_stream
-    from hlsm.sft import DEFAULT_SPLIT, make_split
+    from hlsm.support import DEFAULT_SPLIT, make_split
 
     split = make_split(DEFAULT_SPLIT)
     evaluated = {(ex.x, ex.composition) for ex in eval_items(split, EVAL_ATOMS, 256)}
