@@ -209,7 +209,7 @@ class Batch:
         ``ids`` is (n, T) padded with pad_id (uint8: the vocabulary has < 256 tokens);
         ``step_spans`` gives each step's chunk as token positions in ``ids``, (0, 0) where absent.
 
-        Row i equals ``encode(prompt, bos=True) + encode(completion, eos=True)`` of item i.
+        Row i equals ``Tokenizer.encode_item`` of item i (tests check it, item by item).
         """
         tk = tokenizer.ids
         char_id = np.zeros(256, dtype=np.uint8)

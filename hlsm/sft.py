@@ -226,8 +226,8 @@ def lr_at(step: int, cfg: SFTConfig) -> float:
 
 def encode_examples(tok: Tokenizer, examples) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ids (n, T) padded, prompt_len (n,), total (n,)) of <bos> prompt completion <eos> rows."""
-    rows = [tok.encode(ex.prompt, bos=True) + tok.encode(ex.completion, eos=True) for ex in examples]
-    plen = np.array([len(tok.encode(ex.prompt, bos=True)) for ex in examples], dtype=np.int64)
+    rows, plens = zip(*(tok.encode_item(ex) for ex in examples))
+    plen = np.array(plens, dtype=np.int64)
     total = np.array([len(r) for r in rows], dtype=np.int64)
     ids = np.full((len(rows), int(total.max())), tok.pad_id, dtype=np.int64)
     for i, r in enumerate(rows):

@@ -120,6 +120,12 @@ class Tokenizer:
             out.append(self.eos_id)
         return out
 
+    def encode_item(self, example) -> tuple[list[int], int]:
+        """``<bos> prompt completion <eos>`` of an item as ids, and the prompt's length (with <bos>):
+        the one layout every trainer, evaluator and probe feeds the policy."""
+        prompt = self.encode(example.prompt, bos=True)
+        return prompt + self.encode(example.completion, eos=True), len(prompt)
+
     def decode(self, ids, stop_at_eos: bool = True) -> str:
         """Text of ``ids``: specials dropped, cut at the first ``<eos>``; unknown ids ignored."""
         out, n = [], len(self.vocab)

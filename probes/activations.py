@@ -156,7 +156,7 @@ def capture(
     seqs, per_ex, lab = [], [], {k: [] for k in ("skill", "routing", "step", "depth", "seen", "example",
                                                   "pos", "kind", "token", "prev")}
     for e, ex in enumerate(examples):
-        ids = tok.encode(ex.prompt, bos=True) + tok.encode(ex.completion, eos=True)
+        ids, _ = tok.encode_item(ex)
         if len(ids) > base.config.block_size:
             raise ValueError(f"example {e} has {len(ids)} tokens > block_size={base.config.block_size}")
         rows = token_rows(ex, kinds, tok)
