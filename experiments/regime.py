@@ -291,7 +291,7 @@ def plot(summary: list[dict], depth: int, stem: Path) -> None:
         ax.set_title(title, fontsize=8)
         ax.set_xlabel("% (mean over units, 95% t-interval)")
         ax.set_xlim(0, 100)
-    axes[0].set_yticks(range(len(names)), names)
+    axes[0].set_yticks(range(len(names)), [f"{s['condition']} (n={s['units']})" for s in bases])
     axes[0].invert_yaxis()
     fig.suptitle("Regime study: SFT bases at L_train = 3 (8 skills x 3 routings)", fontsize=9)
     fig.tight_layout()
