@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from experiments.engine import final_accuracy, train_units
-from experiments.report import mean_ci, output_dir, provenance, write_csv, write_json
+from experiments.report import mean_ci, output_dir, provenance, save_figure, write_csv, write_json
 from hlsm.checkpoint import read_metrics
 from hlsm.control import labelled_control
 from hlsm.grpo import GRPOConfig
@@ -288,8 +288,7 @@ def plot(summary: list[dict], path_stem: Path) -> None:
     fig.suptitle("RL protocol study: mean over (split, seed) units, 95% t-interval; "
                  "grey = SFT base, green = labelled control, blue = GRPO", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path_stem.with_suffix(".png"), dpi=120)
-    fig.savefig(path_stem.with_suffix(".pdf"))
+    save_figure(fig, path_stem)
     plt.close(fig)
 
 

@@ -480,3 +480,24 @@ def test_labelled_control_refuses_what_it_cannot_mirror(sft_run):
         GRPOConfig(replay_support="rl", replay_fraction=0.5).check_split(split)
     with pytest.raises(ValueError, match="eval_supports: 'rl' is not an evaluation support"):
         GRPOConfig(eval_supports=("rl",)).check_split(split)
+
+
+@pytest.mark.slow
+def test_the_smoke_presets_learn_visibly(tmp_path, capsys):
+    """What a new user runs first: `python -m hlsm.sft` then `python -m hlsm.grpo`, both at the smoke preset."""
+    from hlsm.evaluate import read_csv
+    from hlsm.grpo import main as grpo_main
+    from hlsm.sft import main as sft_main
+
+    torch.set_num_threads(1)
+    assert sft_main(["--out", str(tmp_path / "sft"), "--no-progress", "--device", "cpu"]) == 0
+    seen = next(r["answer"] for r in read_csv(tmp_path / "sft" / "eval.csv") if r["support"] == "seen"
+                and r["by"] == "all")
+    assert seen >= 0.5, seen  # most seen compositions right after about a minute
+    assert grpo_main(["--init", str(tmp_path / "sft"), "--out", str(tmp_path / "grpo"), "--no-progress",
+                      "--device", "cpu"]) == 0
+    rewards = [m["reward_mean"] for m in read_metrics(tmp_path / "grpo") if "reward_mean" in m]
+    assert len(rewards) == GRPO_PRESETS["smoke"]["steps"] and min(rewards) > 0
+    first, last = sum(rewards[:15]) / 15, sum(rewards[-15:]) / 15
+    print(f"smoke: SFT seen {seen:.3f}; GRPO reward first 15 steps {first:.3f}, last 15 {last:.3f}")
+    assert last > first, (first, last)

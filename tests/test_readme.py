@@ -20,6 +20,9 @@ def blocks() -> list[tuple[str, str, str]]:
 
 def test_every_block_runs_or_says_why_not():
     found = blocks()
+    fences = re.findall(r"^[ \t]*```[ \t]*[^\s`]", README.read_text(), re.M)  # opening fences, any language
+    assert len(fences) == len(found), "a README block in another language or indented would go untested"
+    assert sum("test-command" in m for m, _, _ in found) == 1
     skipped = [marker for marker, _, _ in found if marker.startswith("<!-- readme-test: skip:")]
     assert len(found) >= 10 and all(len(m) > len("<!-- readme-test: skip: -->") + 5 for m in skipped)
     assert len(skipped) <= 6  # a new block runs in the test unless it says why it cannot
