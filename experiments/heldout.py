@@ -114,8 +114,7 @@ def unit_configs(figure: str, preset: str, split: int, seed: int) -> dict[str, t
                               eval_supports=SUPPORTS, ckpt_every=max(1, g["steps"] // 4), log_every=1)
             out[f"grpo_{arm}{tag}"] = ("grpo", grpo)
             # the same RL prompts per update in the same order, plus the same replayed SFT items
-            out[f"control_{arm}{tag}"] = ("control", labelled_control(grpo, split=spec, fmt=base.fmt,
-                                                                         granularity=base.granularity))
+            out[f"control_{arm}{tag}"] = ("control", labelled_control(grpo, base))
     return out
 
 

@@ -20,14 +20,13 @@ Runs are cached under ``--runs`` by config hash and resume after a kill.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from experiments.engine import final_accuracy, train_units
-from experiments.report import mean_ci, output_dir, provenance, save_figure, write_csv, write_json
+from experiments.report import figure_parser, mean_ci, output_dir, provenance, save_figure, write_csv, write_json
 from hlsm.checkpoint import read_metrics
 from hlsm.control import labelled_control
 from hlsm.grpo import GRPOConfig
@@ -175,9 +174,7 @@ def unit_configs(cfg: StudyConfig, split_seed: int, seed: int) -> dict[str, tupl
             out[name] = ("grpo", grpo(over))
         else:  # labels on exactly the items its GRPO condition samples, instead of rewards
             g = grpo(CONDITIONS[over][2])
-            b = bases[base]
-            out[name] = ("control", labelled_control(g, split=split, fmt=b.fmt, granularity=b.granularity,
-                                                     device="auto"))
+            out[name] = ("control", labelled_control(g, bases[base], device="auto"))
     return out
 
 
@@ -293,15 +290,9 @@ def plot(summary: list[dict], path_stem: Path) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m experiments.protocol", description=__doc__.split("\n")[0])
-    ap.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--splits", type=int, nargs="+", default=[0, 1], help="partition seeds")
+    ap = figure_parser("python -m experiments.protocol", __doc__)  # --preset --seeds --splits --out --runs --workers
     ap.add_argument("--tier", default="core", choices=["core", "all"])
     ap.add_argument("--conditions", nargs="+", default=[], help=f"any of: {', '.join(CONDITIONS)}")
-    ap.add_argument("--workers", type=int, default=0)
-    ap.add_argument("--runs", default="runs")
-    ap.add_argument("--out", default=None, help="default: paper_figures/ for cpu, runs/figures-<preset>/ else")
     ap.add_argument("--name", default="protocol", help="output file stem")
     ap.add_argument("--extra", type=json.loads, default={}, help='JSON {"sft": {...}, "grpo": {...}}')
     a = ap.parse_args(argv)

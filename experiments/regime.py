@@ -26,14 +26,13 @@ Writes ``regime.{csv,json,png}`` (``--out``; the committed ``paper_figures/`` on
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
 from pathlib import Path
 
 from experiments.engine import final_accuracy, train_units
-from experiments.report import mean_ci, output_dir, provenance, write_csv, write_json
+from experiments.report import figure_parser, mean_ci, output_dir, provenance, write_csv, write_json
 from experiments.runs import cached_json, posthoc_eval
 from hlsm.checkpoint import CONFIG, POLICY, read_metrics
 from hlsm.control import labelled_control
@@ -106,7 +105,7 @@ def unit_plan(preset: str, condition: str, partition: int, seed: int, rl: bool) 
             g = GRPOConfig(**p["grpo"], seed=seed, rl_support=support, eval_supports=(SEEN, RL_PROMPTS, UNSEEN),
                            eval_every=0, ckpt_every=max(1, p["grpo"]["steps"] // 4), log_every=1)
             plan[arm] = ("grpo", g)
-            plan[arm.replace("grpo", "control")] = ("control", labelled_control(g, split=split, fmt=base.fmt))
+            plan[arm.replace("grpo", "control")] = ("control", labelled_control(g, base))
     return plan
 
 
@@ -301,15 +300,9 @@ def plot(summary: list[dict], depth: int, stem: Path) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m experiments.regime", description=__doc__.split("\n")[0])
-    ap.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+    ap = figure_parser("python -m experiments.regime", __doc__)  # --preset --seeds --splits --out --runs --workers
     ap.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--splits", type=int, nargs="+", default=[0, 1], help="partition seeds")
     ap.add_argument("--rl", action="store_true", help="also train each unit's GRPO arms and their controls")
-    ap.add_argument("--workers", type=int, default=0, help="parallel single-thread runs (0: one per core)")
-    ap.add_argument("--runs", default="runs")
-    ap.add_argument("--out", default=None, help="default: paper_figures/ for cpu, runs/figures-<preset>/ else")
     ap.add_argument("--name", default="regime", help="output file stem")
     ap.add_argument("--from-csv", default=None, help="re-summarize the rows of an earlier regime.csv, train nothing")
     a = ap.parse_args(argv)

@@ -2,6 +2,7 @@
 
     grpo = GRPOConfig(init="runs/sft", rl_support="rl", steps=100, prompts_per_step=16)
     control = labelled_control(grpo)               # an SFTConfig; train it with hlsm.sft.train
+    control = labelled_control(grpo, base=sft_cfg) # before the SFT run exists: from its config
 
 Every RL claim is read against this run. GRPO step k samples its P prompts from items
 [k*P, (k+1)*P) of the stream ``hlsm.names.train_stream(rl_support)`` (and, with replay, n_replay =
@@ -21,13 +22,13 @@ from hlsm.grpo import GRPOConfig
 from hlsm.sft import SFTConfig
 
 
-def labelled_control(grpo: GRPOConfig, split=None, **overrides) -> SFTConfig:
+def labelled_control(grpo: GRPOConfig, base: SFTConfig | None = None, **overrides) -> SFTConfig:
     """The continued-SFT config that trains on exactly ``grpo``'s prompts (and replay items).
 
-    ``split`` is the split spec both runs draw from: by default ``grpo.split``, else the split of
-    the SFT run ``grpo.init``. ``overrides`` set SFTConfig fields that do not change which items
-    are seen (e.g. ``eval_n``, ``ckpt_every``, ``device``; ``fmt`` / ``granularity``, which must be
-    the init run's); one that would change them raises a ValueError.
+    ``base`` is the SFT config of the run both start from (its split, format and model preset are
+    the control's); without it they are read from the SFT run ``grpo.init`` (``grpo.split``, when
+    given, wins). ``overrides`` set fields that do not change which items are seen or how they are
+    learned (e.g. ``eval_n``, ``ckpt_every``, ``device``); one that would raises a ValueError.
     """
     follows = ("train_supports", "batch_size", "steps", "seed", "init", "split", "lr", "warmup_steps",
                "min_lr_ratio", "weight_decay", "grad_clip")
@@ -48,21 +49,23 @@ def labelled_control(grpo: GRPOConfig, split=None, **overrides) -> SFTConfig:
             raise ValueError(f"labelled_control: replay_support = rl_support = {grpo.rl_support!r}; "
                              f"the control cannot tell the two streams apart")
         mix[grpo.replay_support] = float(n_replay)
+    if base is not None:
+        start = base.to_dict()
+    elif grpo.init:
+        from hlsm.checkpoint import read_config
+
+        start = read_config(grpo.init)
+    else:
+        raise ValueError("labelled_control: give base= (the GRPO config has no init run to read it from)")
     kw = dict(
+        preset=start.get("preset", "smoke"), model=start.get("model", {}), split=start["split"],
+        fmt=start.get("fmt", "values"), granularity=start.get("granularity", 1),
         init=grpo.init, seed=grpo.seed, train_supports=mix, batch_size=p + n_replay, steps=grpo.steps,
         lr=grpo.lr, warmup_steps=grpo.warmup_steps, min_lr_ratio=1.0, weight_decay=grpo.weight_decay,
         grad_clip=grpo.grad_clip, eval_supports=tuple(grpo.eval_supports), eval_every=grpo.eval_every,
         eval_n=grpo.eval_n, ckpt_every=grpo.ckpt_every, device=grpo.device,
     )
-    split = split if split is not None else grpo.split
-    if split is None:
-        if not grpo.init:
-            raise ValueError("labelled_control: give split= (the GRPO config has neither split nor init)")
-        from hlsm.checkpoint import read_config
-
-        init = read_config(grpo.init)
-        split = init["split"]
-        kw.update(fmt=init.get("fmt", "values"), granularity=init.get("granularity", 1))
-    kw["split"] = split
+    if grpo.split is not None:
+        kw["split"] = grpo.split
     kw.update(overrides)
     return SFTConfig(**kw)

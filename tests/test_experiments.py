@@ -90,7 +90,7 @@ def test_every_protocol_and_heldout_control_is_the_labelled_control_of_its_grpo_
     unit = protocol.unit_configs(cfg, 0, 1)
     assert set(protocol.CONTROL_OF) == {n for n, (kind, _) in unit.items() if kind == "grpo"}
     for grpo, control in protocol.CONTROL_OF.items():
-        want = labelled_control(unit[grpo][1], split=unit[control][1].split).to_dict()
+        want = labelled_control(unit[grpo][1], unit[protocol.CONDITIONS[grpo][0]][1]).to_dict()
         got = unit[control][1].to_dict()
         assert {k: got[k] for k in ("train_supports", "batch_size", "steps", "lr", "seed", "warmup_steps")} == \
             {k: want[k] for k in ("train_supports", "batch_size", "steps", "lr", "seed", "warmup_steps")}, grpo
