@@ -82,6 +82,11 @@ CONDITIONS = {
     # less SFT coverage: 10% of compositions in SFT (~1,400 of 13,824), 20% RL, 70% held out
     "explicit_nopos_cov10": dict(fmt="explicit", model={"pos": "none"},
                                  split={"sft": [0, 100], "rl": [100, 300], "heldout": [300, 1000]}),
+    # both levers: SFT on L = 1, 2, 3 compounds of 10% of the compositions (added after the one-unit
+    # screen of the two above, each of which missed criterion 1 by 4-6 points)
+    "explicit_nopos_d123_cov10": dict(fmt="explicit", model={"pos": "none"},
+                                      split={"sft": [0, 100], "rl": [100, 300], "heldout": [300, 1000],
+                                             "sft_depths": [1, 2, 3]}),
 }
 BASE_EVALS = (SEEN, UNSEEN, RL_PROMPTS, EVAL_ATOMS)
 RL_ARMS = {"grpo": RL, "grpo_atoms": RL_ATOMS}  # GRPO arm -> its RL support (each with a control)
