@@ -13,9 +13,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from experiments.runs import run_all
+from experiments.runs import posthoc_eval, run_all
+from hlsm.grpo import GRPOConfig
+from hlsm.names import DEEPER, EVAL_ATOMS, RL_PROMPTS, SEEN, UNSEEN
+from hlsm.sft import SFTConfig
 
 KINDS = ("sft", "grpo", "control")
+BASE_EVALS = (SEEN, UNSEEN, RL_PROMPTS, EVAL_ATOMS)  # what a base is scored on, at every fifth of its updates
+GRPO_EVALS = (SEEN, RL_PROMPTS, UNSEEN)  # what a continuation is scored on at its end (deeper: post hoc)
+
+
+def base_config(sft: dict, split: dict, seed: int) -> SFTConfig:
+    """A unit's SFT base: ``sft`` (SFTConfig fields) on ``split``; evaluated and checkpointed at every
+    fifth of its updates, so the plateau rule of ``experiments.regime`` can be read from its log."""
+    every = max(1, sft["steps"] // 5)
+    return SFTConfig(**sft, split=split, seed=seed, eval_supports=BASE_EVALS, eval_every=every, ckpt_every=every,
+                     device="auto")
+
+
+def grpo_config(grpo: dict, seed: int) -> GRPOConfig:
+    """A unit's GRPO continuation (``init`` is set by ``train_units``); logged every step."""
+    return GRPOConfig(**grpo, seed=seed, eval_supports=GRPO_EVALS, eval_every=0,
+                      ckpt_every=max(1, grpo["steps"] // 4), log_every=1)
+
 
 
 def train_units(plans: dict, base_of, runs="runs", workers: int = 0, progress: bool = True) -> dict:
@@ -40,3 +60,9 @@ def final_accuracy(run: Path) -> dict[str, float]:
     from hlsm.evaluate import read_csv
 
     return {r["support"]: r["answer"] for r in read_csv(Path(run) / "eval.csv") if r["by"] == "all"}
+
+
+def deeper_accuracy(run: Path, split: dict, n: int, seed: int) -> dict[int, float]:
+    """depth -> greedy accuracy of a finished run on ``n`` items of ``split``'s ``deeper`` support (post
+    hoc, cached in the run directory, so every study and figure reads the same numbers)."""
+    return {int(r["group"]): float(r["answer"]) for r in posthoc_eval(run, split, (DEEPER,), n, seed, by=("depth",))}

@@ -24,6 +24,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from experiments import protocol
+from experiments.engine import deeper_accuracy
 from experiments.report import (
     figure_parser,
     mean_ci,
@@ -35,7 +36,7 @@ from experiments.report import (
     write_json,
 )
 from experiments.runs import posthoc_eval
-from hlsm.names import DEEPER, EVAL_ATOMS, SEEN, UNSEEN
+from hlsm.names import EVAL_ATOMS, SEEN, UNSEEN
 
 CONDITIONS = ("sft", "grpo", "grpo_atoms", "control", "control_atoms")
 LABELS = {"sft": "SFT", "grpo": "SFT + RL, compound traces", "grpo_atoms": "SFT + RL, atomic modules",
@@ -43,96 +44,99 @@ LABELS = {"sft": "SFT", "grpo": "SFT + RL, compound traces", "grpo_atoms": "SFT 
           "control_atoms": "SFT + labelled SFT on the atom RL prompts (control of RL atoms)"}
 # The paper's Table 1 (OOD compound traces at L = 4, L_train = 3), restated in docs/design.md §paper
 PAPER_TABLE1 = {"sft": 4.8, "grpo_atoms": 14.8, "grpo": 42.6}
+TABLE1 = ("sft", "grpo_atoms", "grpo", "control_atoms", "control")  # the paper's order, then the controls
+# paired differences Table 1 reports: RL against SFT, compounds against atoms, each RL arm against its control
+CLAIMS = (("grpo", "sft"), ("grpo_atoms", "sft"), ("grpo", "grpo_atoms"), ("grpo", "control"),
+          ("grpo_atoms", "control_atoms"), ("control", "sft"))
 
 
-def depth_rows(cfg: protocol.StudyConfig, rows: list[dict]) -> list[dict]:
-    """Per unit x condition x depth: accuracy (L=1 atoms, L_train seen & unseen, deeper by depth)."""
-    spec = protocol.PRESETS[cfg.preset]["split"]
-    depth = spec["depth"]
-    n = protocol.PRESETS[cfg.preset]["sft"]["eval_n"]
-    runs = {(r["split"], r["seed"], r["condition"]): r["run"] for r in rows}
-    jobs = []
-    for (sp, seed, cond), run in sorted(runs.items()):
-        split = dict(spec, partition_seed=sp, deeper=[depth + 1, depth + 2])
-        jobs.append(((sp, seed, cond), (Path(cfg.runs) / run, split, (EVAL_ATOMS, SEEN, UNSEEN, DEEPER), n,
-                                        seed)))
+def unit_rows(cfg: protocol.StudyConfig, rows: list[dict]) -> list[dict]:
+    """One row per unit x condition: accuracy on atoms (L = 1), seen and unseen at L_train, and by
+    deeper depth L_train + 1, + 2 (``acc/<support>``, ``acc/L<depth>``), every run on the same items."""
+    p = protocol.PRESETS[cfg.preset]
+    depth = p["split"]["depth"]
+    acc = {(r["split"], r["seed"], r["condition"]): (r["run"], {}) for r in rows}
+    for r in rows:
+        acc[(r["split"], r["seed"], r["condition"])][1][r["support"]] = r["accuracy"]
+    jobs = [(key, (Path(cfg.runs) / run, dict(p["split"], partition_seed=key[0], deeper=[depth + 1, depth + 2]),
+                   p["sft"]["eval_n"], p["n_deeper"], key[1])) for key, (run, _) in sorted(acc.items())]
     workers = cfg.workers or 2
     if workers > 1:
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            results = list(pool.map(_posthoc, [a for _, a in jobs]))
+            results = list(pool.map(_depths, [a for _, a in jobs]))
     else:
-        results = [_posthoc(a) for _, a in jobs]
+        results = [_depths(a) for _, a in jobs]
     out = []
-    for ((sp, seed, cond), _), evals in zip(jobs, results):
-        acc = {}
-        for r in evals:
-            if r["by"] == "all" and r["support"] in (EVAL_ATOMS, SEEN, UNSEEN):
-                acc[r["support"]] = float(r["answer"])
-            if r["by"] == "depth" and r["support"] == "deeper":
-                acc[f"L{r['group']}"] = float(r["answer"])
-        base = {"split": sp, "seed": seed, "condition": cond}
-        out.append({**base, "depth": 1, "set": "atoms", "accuracy": acc[EVAL_ATOMS]})
-        out.append({**base, "depth": depth, "set": "seen", "accuracy": acc["seen"]})
-        out.append({**base, "depth": depth, "set": "unseen", "accuracy": acc["unseen"]})
-        for L in (depth + 1, depth + 2):
-            out.append({**base, "depth": L, "set": "deeper", "accuracy": acc[f"L{L}"]})
+    for ((sp, seed, cond), _), (atoms, deeper) in zip(jobs, results):
+        got = acc[(sp, seed, cond)][1]
+        out.append({"split": sp, "seed": seed, "condition": cond, f"acc/{EVAL_ATOMS}": atoms,
+                    f"acc/{SEEN}": got[SEEN], f"acc/{UNSEEN}": got[UNSEEN],
+                    **{f"acc/L{d}": deeper[d] for d in (depth + 1, depth + 2)}})
     return out
 
 
-def _posthoc(args):
-    return posthoc_eval(*args)
+def _depths(args):
+    run, split, n, n_deeper, seed = args
+    atoms = next(float(r["answer"]) for r in posthoc_eval(run, split, (EVAL_ATOMS,), n, seed, by=("all",)))
+    return atoms, deeper_accuracy(run, split, n_deeper, seed)
 
 
-def tables(drows: list[dict], depth: int) -> tuple[list[dict], list[dict]]:
-    """(every plotted number, table 1 rows)."""
+def plotted_rows(urows: list[dict], depth: int) -> list[dict]:
+    """Every number fig1 plots: gains over SFT at L_train, accuracy and gain by depth (mean, 95% t)."""
     plotted = []
-
-    def sel(d, s):
-        return [dict(r, **{"value": r["accuracy"]}) for r in drows if r["depth"] == d and r["set"] == s]
-
+    sets = [(1, "atoms", f"acc/{EVAL_ATOMS}"), (depth, "unseen", f"acc/{UNSEEN}"),
+            (depth + 1, "deeper", f"acc/L{depth + 1}"), (depth + 2, "deeper", f"acc/L{depth + 2}")]
     for cond in CONDITIONS:
-        for s, d in (("seen", depth), ("unseen", depth)):
-            m, h, n = paired(sel(d, s), cond, "sft", "value") if cond != "sft" else (0.0, 0.0, 0)
-            plotted.append({"panel": "gain_at_Ltrain", "condition": cond, "set": s, "depth": d,
+        for s in ("seen", "unseen"):
+            m, h, n = paired(urows, cond, "sft", f"acc/{s}") if cond != "sft" else (0.0, 0.0, 0)
+            plotted.append({"panel": "gain_at_Ltrain", "condition": cond, "set": s, "depth": depth,
                             "mean": m, "ci95": h, "n": n})
-        for d, s in [(1, "atoms"), (depth, "unseen"), (depth + 1, "deeper"), (depth + 2, "deeper")]:
-            m, h, n = mean_ci([r["accuracy"] for r in sel(d, s) if r["condition"] == cond])
+        for d, s, key in sets:
+            m, h, n = mean_ci([r[key] for r in urows if r["condition"] == cond])
             plotted.append({"panel": "accuracy_by_depth", "condition": cond, "set": s, "depth": d,
                             "mean": m, "ci95": h, "n": n})
             if cond != "sft":
-                m, h, n = paired(sel(d, s), cond, "sft", "value")
+                m, h, n = paired(urows, cond, "sft", key)
                 plotted.append({"panel": "gain_by_depth", "condition": cond, "set": s, "depth": d,
                                 "mean": m, "ci95": h, "n": n})
-    table = []
-    deeper = sel(depth + 1, "deeper")
-    for cond in ("sft", "grpo_atoms", "grpo", "control_atoms", "control"):
-        m, h, n = mean_ci([r["accuracy"] for r in deeper if r["condition"] == cond])
-        g = paired(deeper, cond, "sft", "value") if cond != "sft" else (float("nan"),) * 3
-        paper = PAPER_TABLE1.get(cond)
-        table.append({"setting": LABELS[cond], "paper_L": 4, "paper_accuracy_pct": paper,
-                      "paper_gain_pct": None if paper is None or cond == "sft" else round(paper - 4.8, 1),
-                      "ours_L": depth + 1, "ours_accuracy_pct": 100 * m, "ours_ci95_pct": 100 * h,
-                      "ours_gain_pct": 100 * g[0], "ours_gain_ci95_pct": 100 * g[1], "n_units": n})
-    adv = paired(deeper, "grpo", "grpo_atoms", "value")
-    table.append({"setting": "compound advantage (compound - atomic RL)", "paper_L": 4,
-                  "paper_accuracy_pct": None, "paper_gain_pct": 27.8, "ours_L": depth + 1,
-                  "ours_accuracy_pct": None, "ours_ci95_pct": None, "ours_gain_pct": 100 * adv[0],
-                  "ours_gain_ci95_pct": 100 * adv[1], "n_units": adv[2]})
-    return plotted, table
+    return plotted
 
 
-def table_md(table: list[dict]) -> str:
-    def f(v, pct=True):
-        return "—" if v is None or v != v else (f"{v:.1f}" if pct else str(v))
-
-    lines = ["| setting | paper (L=4) | paper gain | ours (L=L_train+1) | ours gain over SFT |",
-             "|---|---|---|---|---|"]
-    for r in table:
-        ours = "—" if r["ours_accuracy_pct"] is None else f"{r['ours_accuracy_pct']:.1f} ± {f(r['ours_ci95_pct'])}"
-        gain = "—" if r["ours_gain_pct"] != r["ours_gain_pct"] else \
-            f"{r['ours_gain_pct']:+.1f} ± {f(r['ours_gain_ci95_pct'])}"
-        lines.append(f"| {r['setting']} | {f(r['paper_accuracy_pct'])} | {f(r['paper_gain_pct'])} | {ours} | {gain} |")
-    return "\n".join(lines) + "\n\nAccuracies in %, mean ± 95% t-interval over (split, seed) units.\n"
+def table1(urows: list[dict], depth: int) -> tuple[list[dict], str]:
+    """Table 1: accuracy per setting on seen / unseen L_train and L_train + 1, + 2, and the paired
+    differences of ``CLAIMS`` (mean ± 95% t-interval over units), beside the paper's L = 4 numbers.
+    ``urows``: one row per unit x condition with ``split``, ``seed``, ``condition`` and ``acc/...``."""
+    sets = [(f"acc/{SEEN}", f"seen L={depth}"), (f"acc/{UNSEEN}", f"unseen L={depth}"),
+            (f"acc/L{depth + 1}", f"L={depth + 1}"), (f"acc/L{depth + 2}", f"L={depth + 2}")]
+    pm = lambda m, h, sign="": "—" if m != m else f"{100 * m:{sign}.1f} ± " + ("nan" if h != h else f"{100 * h:.1f}")
+    out = []
+    lines = ["| setting | paper, L=4 | " + " | ".join(n for _, n in sets) + " |", "|---|---|" + "---|" * len(sets)]
+    for kind in TABLE1:
+        vals = [mean_ci([r.get(k) for r in urows if r["condition"] == kind]) for k, _ in sets]
+        if not any(n for _, _, n in vals):
+            continue
+        paper = PAPER_TABLE1.get(kind)
+        out.append({"setting": kind, "label": LABELS[kind], "paper_accuracy_pct": paper,
+                    **{name: m for (_, name), (m, _, _) in zip(sets, vals)},
+                    **{f"{name} ci95": h for (_, name), (_, h, _) in zip(sets, vals)}, "n": vals[0][2]})
+        lines.append(f"| {LABELS[kind]} | {'—' if paper is None else paper} | "
+                     + " | ".join(pm(m, h) for m, h, _ in vals) + " |")
+    lines += ["", "| paired difference | paper, L=4 | " + " | ".join(n for _, n in sets) + " |",
+              "|---|---|" + "---|" * len(sets)]
+    for a, b in CLAIMS:
+        diffs = [paired(urows, a, b, k) for k, _ in sets]
+        if not any(n for _, _, n in diffs):
+            continue
+        paper = round(PAPER_TABLE1[a] - PAPER_TABLE1[b], 1) if a in PAPER_TABLE1 and b in PAPER_TABLE1 else None
+        out.append({"setting": f"{a} - {b}", "label": f"{LABELS[a]} minus {LABELS[b]}", "paper_accuracy_pct": paper,
+                    **{name: m for (_, name), (m, _, _) in zip(sets, diffs)},
+                    **{f"{name} ci95": h for (_, name), (_, h, _) in zip(sets, diffs)}, "n": diffs[0][2]})
+        lines.append(f"| `{a}` − `{b}` | {'—' if paper is None else f'{paper:+.1f}'} | "
+                     + " | ".join(pm(m, h, "+") for m, h, _ in diffs) + " |")
+    n = out[0]["n"] if out else 0
+    lines.append(f"\nAccuracy in %, mean ± 95% t-interval over {n} units (split x seed); differences paired "
+                 f"within units. The paper's L = 4 is our L = {depth + 1} (L_train + 1).")
+    return out, "\n".join(lines) + "\n"
 
 
 def plot(plotted: list[dict], depth: int, stem: Path) -> None:
@@ -183,7 +187,7 @@ def plot(plotted: list[dict], depth: int, stem: Path) -> None:
 
 
 def main(argv=None) -> int:
-    ap = figure_parser("python -m experiments.fig1", __doc__)
+    ap = figure_parser("python -m experiments.fig1", __doc__, protocol.PRESETS)
     a = ap.parse_args(argv)
     a.out = str(output_dir(a.out, a.preset))
     t0 = time.time()
@@ -191,20 +195,21 @@ def main(argv=None) -> int:
                                a.workers, a.runs, a.out)
     rows = protocol.run_study(cfg)
     depth = protocol.PRESETS[a.preset]["split"]["depth"]
-    drows = depth_rows(cfg, rows)
-    plotted, table = tables(drows, depth)
+    urows = unit_rows(cfg, rows)
+    plotted = plotted_rows(urows, depth)
+    table, md = table1(urows, depth)
     out = Path(a.out)  # resolved by output_dir after parsing
     write_csv(plotted, out / "fig1.csv")
-    write_csv(drows, out / "fig1_units.csv")
+    write_csv(urows, out / "fig1_units.csv")
     write_csv(table, out / "table1.csv")
-    (out / "table1.md").write_text(table_md(table))
+    (out / "table1.md").write_text(md)
     plot(plotted, depth, out / "fig1")
     unit = protocol.unit_configs(cfg, cfg.splits[0], cfg.seeds[0])
     write_json({"figure": "fig1", "args": vars(a), "seeds": a.seeds, "splits": a.splits,
                 "wall_s": time.time() - t0, "provenance": provenance(), "runs": sorted({r["run"] for r in rows}),
                 "configs_of_first_unit": {k: [kind, c.to_dict()] for k, (kind, c) in unit.items()},
                 "plotted": plotted, "table1": table}, out / "fig1.json")
-    print(table_md(table))
+    print(md)
     print(f"wall {time.time() - t0:.0f} s -> {out / 'fig1.png'}")
     return 0
 

@@ -88,7 +88,7 @@ def plot(plotted: list[dict], stem: Path) -> None:
 
 
 def main(argv=None) -> int:
-    ap = figure_parser("python -m experiments.fig4", __doc__)
+    ap = figure_parser("python -m experiments.fig4", __doc__, protocol.PRESETS)
     ap.add_argument("--bottom-splits", type=int, nargs="+", default=None,
                     help="partition seeds of the bottom panel (default: --splits)")
     ap.add_argument("--panels", nargs="+", default=["top", "bottom"], choices=["top", "bottom"])

@@ -165,7 +165,7 @@ def plot(summary: list[dict], stem: Path) -> None:
 
 
 def main(argv=None) -> int:
-    ap = figure_parser("python -m experiments.fig5", __doc__)
+    ap = figure_parser("python -m experiments.fig5", __doc__, protocol.PRESETS)
     ap.set_defaults(splits=[0])
     ap.add_argument("--targets", nargs="+", default=list(TASKS), choices=list(TASKS), help="what to probe")
     a = ap.parse_args(argv)

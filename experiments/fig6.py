@@ -187,7 +187,7 @@ def plot(summary: list[dict], rows: list[dict], stem: Path) -> None:
 
 
 def main(argv=None) -> int:
-    ap = figure_parser("python -m experiments.fig6", __doc__)
+    ap = figure_parser("python -m experiments.fig6", __doc__, protocol.PRESETS)
     ap.set_defaults(splits=[0])
     ap.add_argument("--every", type=int, default=0, help="keep a policy every this many steps (0: steps / 5)")
     a = ap.parse_args(argv)

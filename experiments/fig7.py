@@ -94,7 +94,7 @@ def plot(summary: list[dict], stem: Path) -> None:
 
 
 def main(argv=None) -> int:
-    a = figure_parser("python -m experiments.fig7", __doc__).parse_args(argv)
+    a = figure_parser("python -m experiments.fig7", __doc__, protocol.PRESETS).parse_args(argv)
     a.out = str(output_dir(a.out, a.preset))
     t0 = time.time()
     study = protocol.StudyConfig(a.preset, tuple(a.seeds), tuple(a.splits), ("grpo", "grpo_structure"), "core",

@@ -203,7 +203,7 @@ def plot(summary: list[dict], rows: list[dict], stem: Path) -> None:
 
 
 def main(argv=None) -> int:
-    a = figure_parser("python -m experiments.fig8", __doc__).parse_args(argv)
+    a = figure_parser("python -m experiments.fig8", __doc__, protocol.PRESETS).parse_args(argv)
     a.out = str(output_dir(a.out, a.preset))
     t0 = time.time()
     rows = predictions(run_sources(a))

@@ -25,32 +25,34 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from experiments.engine import final_accuracy, train_units
+from experiments import regime
+from experiments.engine import base_config, deeper_accuracy, final_accuracy, grpo_config, train_units
 from experiments.report import figure_parser, mean_ci, output_dir, provenance, save_figure, write_csv, write_json
 from hlsm.checkpoint import read_metrics
 from hlsm.control import labelled_control
-from hlsm.grpo import GRPOConfig
-from hlsm.names import ATOMS, DEEPER, RL_ATOMS, RL_INSIDE, RL_PROMPTS, SEEN, SFT, UNSEEN
-from hlsm.sft import SFTConfig
+from hlsm.names import DEEPER, RL_ATOMS, RL_INSIDE, RL_PROMPTS, SEEN, UNSEEN
 from hlsm.support import DEFAULT_SPLIT
 
 SUPPORTS = (SEEN, RL_PROMPTS, UNSEEN, DEEPER)
 
-# The study's task: the prototype of docs/design.md §prototype (8 length-preserving skills chained at L_train = 2,
-# 64 compositions), with a larger held-out share (~35%, ~22 compositions per partition) so that
-# the transfer question is asked of many compositions; each partition seed draws a different cut.
+# Per preset: the task (split), the model and SFT budget, and the GRPO budget every RL condition
+# shares. ``smoke`` and ``cpu`` are the regime the regime study chose (``experiments.regime.CHOSEN``,
+# docs/regime.md), so their core runs are that study's runs; ``*_chain_l2`` keep the first regime
+# by name: the prototype of docs/design.md §prototype (8 length-preserving skills chained at
+# L_train = 2, 64 compositions, ``values`` traces, learned positions) with ~35% of compositions held out.
 STUDY_SPLIT = dict(DEFAULT_SPLIT, sft=[0, 450], rl=[450, 650], heldout=[650, 1000])
-
-# Per preset: model shape and SFT budget, and the GRPO budget every RL condition shares.
 PRESETS = {
-    "smoke": dict(sft=dict(preset="smoke", steps=60, batch_size=16, lr=3e-3, warmup_steps=10, eval_n=32),
-                  grpo=dict(steps=4, prompts_per_step=4, group_size=4, lr=3e-4, eval_n=32, max_new_tokens=24),
-                  split=dict(STUDY_SPLIT, skills=STUDY_SPLIT["skills"][:4])),
-    "cpu": dict(sft=dict(preset="cpu", steps=3000, batch_size=64, micro_batch_size=32, lr=1e-3,
-                         warmup_steps=100, eval_n=256),
-                grpo=dict(steps=100, prompts_per_step=16, group_size=8, lr=1e-4, eval_n=256,
-                          max_new_tokens=32),
-                split=STUDY_SPLIT),
+    "smoke": regime.study_preset("smoke", regime.CHOSEN),
+    "cpu": regime.study_preset("cpu", regime.CHOSEN),
+    "smoke_chain_l2": dict(sft=dict(preset="smoke", steps=60, batch_size=16, lr=3e-3, warmup_steps=10, eval_n=32),
+                           grpo=dict(steps=4, prompts_per_step=4, group_size=4, lr=3e-4, eval_n=32,
+                                     max_new_tokens=24),
+                           split=dict(STUDY_SPLIT, skills=STUDY_SPLIT["skills"][:4]), n_deeper=32),
+    "cpu_chain_l2": dict(sft=dict(preset="cpu", steps=3000, batch_size=64, micro_batch_size=32, lr=1e-3,
+                                  warmup_steps=100, eval_n=256),
+                         grpo=dict(steps=100, prompts_per_step=16, group_size=8, lr=1e-4, eval_n=256,
+                                   max_new_tokens=32),
+                         split=STUDY_SPLIT, n_deeper=256),
 }
 
 # SFT bases: the preset's SFT and the sharpness / position-encoding variants.
@@ -156,15 +158,10 @@ def unit_configs(cfg: StudyConfig, split_seed: int, seed: int) -> dict[str, tupl
     grpo_kw = dict(p["grpo"], **cfg.extra.get("grpo", {}))
     bases = {}
     for name, over in BASES.items():
-        kw = dict({"train_supports": {SFT: 1.0, ATOMS: 0.25}}, **sft_kw)
+        kw = dict(sft_kw)
         kw.update(_scaled(sft_kw, over))
-        bases[name] = SFTConfig(**kw, split=split, seed=seed, eval_supports=SUPPORTS, eval_every=0,
-                                ckpt_every=max(1, kw["steps"] // 4), device="auto")
-    def grpo(over):
-        kw = dict(grpo_kw, **_scaled(grpo_kw, over))
-        return GRPOConfig(**kw, seed=seed, eval_supports=SUPPORTS, eval_every=0,
-                          ckpt_every=max(1, kw["steps"] // 4), log_every=1)
-
+        bases[name] = base_config(kw, split, seed)
+    grpo = lambda over: grpo_config(dict(grpo_kw, **_scaled(grpo_kw, over)), seed)
     out = {}
     for name in cfg.chosen():
         base, kind, over, _ = CONDITIONS[name]
@@ -173,8 +170,7 @@ def unit_configs(cfg: StudyConfig, split_seed: int, seed: int) -> dict[str, tupl
         elif kind == "grpo":
             out[name] = ("grpo", grpo(over))
         else:  # labels on exactly the items its GRPO condition samples, instead of rewards
-            g = grpo(CONDITIONS[over][2])
-            out[name] = ("control", labelled_control(g, bases[base], device="auto"))
+            out[name] = ("control", labelled_control(grpo(CONDITIONS[over][2]), bases[base]))
     return out
 
 
@@ -197,6 +193,8 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> list[dict]:
         for name, (kind, _) in plans[u].items():
             run = dirs[(u, name)]
             acc, extra = final_accuracy(run), grpo_stats(run) if kind == "grpo" else {}
+            split = dict(PRESETS[cfg.preset]["split"], partition_seed=u[0])
+            acc[DEEPER] = deeper_accuracy(run, split, PRESETS[cfg.preset]["n_deeper"], u[1])[split["depth"] + 1]
             for sup in SUPPORTS:
                 rows.append({"split": u[0], "seed": u[1], "condition": name, "base": CONDITIONS[name][0],
                              "kind": kind, "support": sup, "accuracy": acc.get(sup), **extra,
@@ -290,7 +288,7 @@ def plot(summary: list[dict], path_stem: Path) -> None:
 
 
 def main(argv=None) -> int:
-    ap = figure_parser("python -m experiments.protocol", __doc__)  # --preset --seeds --splits --out --runs --workers
+    ap = figure_parser("python -m experiments.protocol", __doc__, PRESETS)  # the flags every figure takes
     ap.add_argument("--tier", default="core", choices=["core", "all"])
     ap.add_argument("--conditions", nargs="+", default=[], help=f"any of: {', '.join(CONDITIONS)}")
     ap.add_argument("--name", default="protocol", help="output file stem")

@@ -31,14 +31,12 @@ import os
 import time
 from pathlib import Path
 
-from experiments.engine import final_accuracy, train_units
+from experiments.engine import base_config, deeper_accuracy, final_accuracy, grpo_config, train_units
 from experiments.report import figure_parser, mean_ci, output_dir, provenance, write_csv, write_json
-from experiments.runs import cached_json, posthoc_eval
+from experiments.runs import cached_json
 from hlsm.checkpoint import CONFIG, POLICY, read_metrics
 from hlsm.control import labelled_control
-from hlsm.grpo import GRPOConfig
-from hlsm.names import DEEPER, EVAL_ATOMS, RL, RL_ATOMS, RL_PROMPTS, SEEN, UNSEEN
-from hlsm.sft import SFTConfig
+from hlsm.names import DEEPER, RL, RL_ATOMS, SEEN, UNSEEN
 
 # Fixed before any condition was run (issue 16); never loosened after looking.
 CRITERIA = {
@@ -88,27 +86,32 @@ CONDITIONS = {
                                       split={"sft": [0, 100], "rl": [100, 300], "heldout": [300, 1000],
                                              "sft_depths": [1, 2, 3]}),
 }
-BASE_EVALS = (SEEN, UNSEEN, RL_PROMPTS, EVAL_ATOMS)
+# The condition the study chose (docs/regime.md): the task and model of every figure's ``cpu`` and
+# ``smoke`` presets (``experiments.protocol.PRESETS``). PROVISIONAL until its 2 x 3-unit study ends.
+CHOSEN = "explicit_nopos_d123_cov10"
 RL_ARMS = {"grpo": RL, "grpo_atoms": RL_ATOMS}  # GRPO arm -> its RL support (each with a control)
 
 
 def split_spec(preset: str, condition: str, partition: int) -> dict:
-    return dict(PRESETS[preset]["split"], **CONDITIONS[condition].get("split", {}), partition_seed=partition)
+    return dict(study_preset(preset, condition)["split"], partition_seed=partition)
+
+
+def study_preset(preset: str, condition: str) -> dict:
+    """The run sizes of ``preset`` in the task and model of ``condition``: {"sft", "grpo", "split"}, the
+    shape of ``experiments.protocol.PRESETS`` (whose ``cpu`` preset is the chosen regime's)."""
+    p, c = PRESETS[preset], CONDITIONS[condition]
+    return {"sft": dict(p["sft"], fmt=c["fmt"], model=c["model"]), "grpo": dict(p["grpo"]),
+            "split": dict(p["split"], **c.get("split", {})), "n_deeper": p["n_deeper"]}
 
 
 def unit_plan(preset: str, condition: str, partition: int, seed: int, rl: bool) -> dict:
     """name -> (kind, config) of one unit: the base, and with ``rl`` each GRPO arm and its control."""
-    p, c = PRESETS[preset], CONDITIONS[condition]
-    split = split_spec(preset, condition, partition)
-    steps = p["sft"]["steps"]
-    base = SFTConfig(**p["sft"], fmt=c["fmt"], model=c["model"], split=split, seed=seed,
-                     eval_supports=BASE_EVALS, eval_every=max(1, steps // 5), ckpt_every=max(1, steps // 5),
-                     device="auto")
+    p = study_preset(preset, condition)
+    base = base_config(p["sft"], split_spec(preset, condition, partition), seed)
     plan = {"sft": ("sft", base)}
     if rl:
         for arm, support in RL_ARMS.items():
-            g = GRPOConfig(**p["grpo"], seed=seed, rl_support=support, eval_supports=(SEEN, RL_PROMPTS, UNSEEN),
-                           eval_every=0, ckpt_every=max(1, p["grpo"]["steps"] // 4), log_every=1)
+            g = grpo_config(dict(p["grpo"], rl_support=support), seed)
             plan[arm] = ("grpo", g)
             plan[arm.replace("grpo", "control")] = ("control", labelled_control(g, base))
     return plan
@@ -165,8 +168,7 @@ def unit_rows(preset: str, condition: str, unit: tuple, dirs: dict, rl: bool) ->
         acc = final_accuracy(run)
         row = {"condition": condition, "split": sp, "seed": seed, "run_kind": name, "run": run.name,
                "minutes": minutes(run), **{f"acc/{k}": v for k, v in acc.items()}}
-        for r in posthoc_eval(run, split, (DEEPER,), n_deeper, seed, by=("depth",)):
-            row[f"acc/L{r['group']}"] = float(r["answer"])
+        row.update({f"acc/L{d}": a for d, a in deeper_accuracy(run, split, n_deeper, seed).items()})
         if name == "sft":
             row.update(plateau(run))
             row.update(cached_json(run, "regime-signal", {"split": split, "n": PRESETS[preset]["n_p0"],
@@ -228,48 +230,6 @@ def criteria(base: dict, rows: list[dict], cond: str, depth: int) -> dict:
     }
 
 
-# Table 1 in this regime: the paper's settings at L_train + 1 (its L = 4), each beside its control
-TABLE1 = (("sft", "SFT"), ("grpo_atoms", "SFT + RL, atomic modules"), ("grpo", "SFT + RL, compound traces"),
-          ("control_atoms", "SFT + labelled SFT on the atom RL prompts"),
-          ("control", "SFT + labelled SFT on the compound RL prompts"))
-PAPER_TABLE1 = {"sft": 4.8, "grpo_atoms": 14.8, "grpo": 42.6}  # %, L = 4 with L_train = 3 (seed 002)
-CLAIMS = (("grpo", "sft"), ("grpo_atoms", "sft"), ("grpo", "grpo_atoms"), ("grpo", "control"),
-          ("grpo_atoms", "control_atoms"), ("control", "sft"))
-
-
-def table1(rows: list[dict], condition: str, depth: int) -> tuple[list[dict], str]:
-    """Accuracy per setting and paired differences (mean +- 95% t over units), as rows and Markdown."""
-    from experiments.report import paired
-
-    sel = [dict(r, condition=r["run_kind"]) for r in rows if r["condition"] == condition]
-    sets = [(f"acc/{SEEN}", f"seen L={depth}"), (f"acc/{UNSEEN}", f"unseen L={depth}"),
-            (f"acc/L{depth + 1}", f"L={depth + 1}"), (f"acc/L{depth + 2}", f"L={depth + 2}")]
-    out = []
-    pm = lambda m, h, sign="": "—" if m != m else f"{100 * m:{sign}.1f} ± " + ("nan" if h != h else f"{100 * h:.1f}")
-    lines = [f"| setting (`{condition}`) | paper, L=4 | " + " | ".join(n for _, n in sets) + " |",
-             "|---|---|" + "---|" * len(sets)]
-    for kind, label in TABLE1:
-        vals = [mean_ci([r.get(k) for r in sel if r["condition"] == kind]) for k, _ in sets]
-        if not any(n for _, _, n in vals):
-            continue
-        out.append({"setting": kind, **{name: m for (_, name), (m, _, _) in zip(sets, vals)},
-                    **{f"{name} ci95": h for (_, name), (_, h, _) in zip(sets, vals)}, "n": vals[0][2]})
-        paper = PAPER_TABLE1.get(kind)
-        lines.append(f"| {label} | {'—' if paper is None else paper} | "
-                     + " | ".join(pm(m, h) for m, h, _ in vals) + " |")
-    lines += ["", "| paired difference | " + " | ".join(n for _, n in sets) + " |", "|---|" + "---|" * len(sets)]
-    for a, b in CLAIMS:
-        diffs = [paired(sel, a, b, k) for k, _ in sets]
-        if not any(n for _, _, n in diffs):
-            continue
-        out.append({"setting": f"{a} - {b}", **{name: m for (_, name), (m, _, _) in zip(sets, diffs)},
-                    **{f"{name} ci95": h for (_, name), (_, h, _) in zip(sets, diffs)}, "n": diffs[0][2]})
-        lines.append(f"| `{a}` − `{b}` | " + " | ".join(pm(m, h, "+") for m, h, _ in diffs) + " |")
-    lines.append(f"\nAccuracy in %, mean ± 95% t-interval over {out[0]['n'] if out else 0} units "
-                 f"(split x seed); differences paired within units.")
-    return out, "\n".join(lines) + "\n"
-
-
 def plot(summary: list[dict], depth: int, stem: Path) -> None:
     import matplotlib
 
@@ -305,7 +265,7 @@ def plot(summary: list[dict], depth: int, stem: Path) -> None:
 
 
 def main(argv=None) -> int:
-    ap = figure_parser("python -m experiments.regime", __doc__)  # --preset --seeds --splits --out --runs --workers
+    ap = figure_parser("python -m experiments.regime", __doc__, PRESETS)  # the flags every figure takes
     ap.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
     ap.add_argument("--rl", action="store_true", help="also train each unit's GRPO arms and their controls")
     ap.add_argument("--name", default="regime", help="output file stem")
@@ -334,11 +294,13 @@ def main(argv=None) -> int:
             for u in units:
                 rows += unit_rows(a.preset, c, u, {(u, n): d for (cu, n), d in dirs.items() if cu == (c, u)}, a.rl)
     summary = summarize(rows, depth)
-    tables = {c: table1(rows, c, depth) for c in a.conditions if any(r["condition"] == c and r["run_kind"] == "grpo"
-                                                                      for r in rows)}
+    from experiments.fig1 import table1  # Table 1 has one copy; fig1 imports this module's CHOSEN
+
+    tables = {c: table1([dict(r, condition=r["run_kind"]) for r in rows if r["condition"] == c], depth)
+              for c in a.conditions if any(r["condition"] == c and r["run_kind"] == "grpo" for r in rows)}
     if tables:
         write_csv([dict(t, condition=c) for c, (ts, _) in tables.items() for t in ts], out / f"{a.name}_table1.csv")
-        (out / f"{a.name}_table1.md").write_text("\n".join(md for _, md in tables.values()))
+        (out / f"{a.name}_table1.md").write_text("\n".join(f"### `{c}`\n\n{md}" for c, (_, md) in tables.items()))
     write_csv(rows, out / f"{a.name}.csv")
     write_csv(summary, out / f"{a.name}_summary.csv")
     plot(summary, depth, out / a.name)

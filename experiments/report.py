@@ -82,12 +82,14 @@ def output_dir(out: str | None, preset: str) -> Path:
     return COMMITTED if preset in COMMITTED_PRESETS else Path("runs") / f"figures-{preset}"
 
 
-def figure_parser(prog: str, doc: str):
-    """The flags every figure takes: --preset, --seeds, --splits, --out, --runs, --workers."""
+def figure_parser(prog: str, doc: str, presets=("smoke", "cpu")):
+    """The flags every figure takes: --preset (one of ``presets``), --seeds, --splits, --out, --runs,
+    --workers."""
     import argparse
 
     ap = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
-    ap.add_argument("--preset", default="cpu", choices=["smoke", "cpu"], help="run sizes (default: cpu)")
+    ap.add_argument("--preset", default="cpu", choices=list(presets),
+                    help="run sizes and regime (default: cpu)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--splits", type=int, nargs="+", default=[0, 1], help="composition partition seeds")
     ap.add_argument("--out", default=None, help="output folder (default: paper_figures/ for the cpu preset, "

@@ -111,9 +111,10 @@ def test_figures_evaluate_only_evaluation_supports():
     from experiments import fig1, heldout
     from hlsm.support import make_split
 
-    study = make_split(dict(protocol.PRESETS["cpu"]["split"], deeper=[3, 4]))
+    spec = protocol.PRESETS["cpu"]["split"]
+    study = make_split(dict(spec, deeper=[spec["depth"] + 1, spec["depth"] + 2]))
     assert set(protocol.SUPPORTS) <= set(study.eval)
-    assert {fig1.EVAL_ATOMS, fig1.SEEN, fig1.UNSEEN, fig1.DEEPER} <= set(study.eval)
+    assert {fig1.EVAL_ATOMS, fig1.SEEN, fig1.UNSEEN, protocol.DEEPER} <= set(study.eval)
     for figure in ("fig2", "fig3"):
         assert set(heldout.SUPPORTS) <= set(make_split(heldout.split_spec(figure, 0, "cpu")).eval)
 
@@ -383,3 +384,18 @@ def test_only_committed_presets_write_paper_figures_and_others_say_so(tmp_path):
     fig2 = plt.figure()
     save_figure(fig2, tmp_path / "g")
     assert not fig2.texts and (tmp_path / "g.png").stat().st_size > 0
+
+
+def test_the_cpu_presets_core_runs_are_the_regime_studys_runs():
+    # fig1 and the protocol read the chosen regime's bases, GRPO arms and controls from the regime
+    # study's cache: the same configs, so the same run directories
+    from experiments import regime
+    from experiments.runs import config_key
+
+    for preset in ("smoke", "cpu"):
+        unit = protocol.unit_configs(protocol.StudyConfig(preset=preset), 1, 2)
+        plan = regime.unit_plan(preset, regime.CHOSEN, 1, 2, rl=True)
+        assert set(plan) <= set(unit)
+        for name, (kind, cfg) in plan.items():
+            assert unit[name][0] == kind and config_key(kind, unit[name][1].to_dict()) == config_key(
+                kind, cfg.to_dict()), (preset, name)
