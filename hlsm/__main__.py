@@ -47,7 +47,9 @@ def _show(v) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m hlsm", description=__doc__.split("\n")[0])
+    from hlsm.cli import Parser
+
+    p = Parser(prog="python -m hlsm", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="{sample,split}")
 
     s = sub.add_parser("sample", help="write seeded HLSM items as JSONL",

@@ -28,7 +28,6 @@ import random
 import subprocess
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -315,28 +314,6 @@ def load_policy(source: str | Path, device="cpu"):
     return model, {k: v for k, v in payload.items() if k not in ("model", "optimizer", "rng")}
 
 
-def add_config_flags(parser, config_cls, skip: tuple[str, ...] = ()) -> None:
-    """One ``--flag`` per dataclass field (bool: --x/--no-x; int/float/str typed; else JSON); default None."""
-    import argparse
-
-    for f in fields(config_cls):
-        if f.name in skip:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if f.type == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
-        elif f.type in ("int", "float", "str"):
-            parser.add_argument(flag, type={"int": int, "float": float, "str": str}[f.type], default=None)
-        else:
-            parser.add_argument(flag, type=json.loads, default=None, help="JSON")
-
-
-def given_config(args, config_cls) -> dict:
-    """The config fields set on the command line (flags left at None are not given)."""
-    return {f.name: getattr(args, f.name) for f in fields(config_cls)
-            if getattr(args, f.name, None) is not None}
-
-
 EVAL_FIELDS = ("eval_n", "eval_supports")  # what a run's final eval.csv depends on beyond the weights
 
 
@@ -365,14 +342,16 @@ def start_step(out: Path, resume: bool, log: MetricsLog, enabled: bool = True):
 
 
 def main(argv=None) -> int:
-    import argparse
+    from hlsm.cli import Parser
 
-    p = argparse.ArgumentParser(prog="python -m hlsm.checkpoint", description="checkpoint tools")
+    p = Parser(prog="python -m hlsm.checkpoint", description="checkpoint tools")
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("convert", help="rewrite trusted checkpoints of an older hlsm in the safe format")
     c.add_argument("files", nargs="+")
     args = p.parse_args(argv)
     for f in args.files:
+        if not Path(f).is_file():
+            p.error(f"{f}: no such checkpoint file")
         convert_legacy(f)
         print(f"converted {f}: loads weights-only")
     return 0

@@ -28,7 +28,6 @@ tolerance; replay matches when replay_fraction * P splits evenly over the ranks)
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import json
@@ -45,8 +44,6 @@ from hlsm.checkpoint import (
     CONFIG,
     MetricsLog,
     NonFiniteLossError,
-    add_config_flags,
-    given_config,
     init_run,
     load_checkpoint,
     load_policy,
@@ -55,6 +52,7 @@ from hlsm.checkpoint import (
     save_policy,
     start_step,
 )
+from hlsm.cli import build_config, given_config, trainer_parser
 from hlsm.distributed import (
     DistInfo,
     all_reduce_sum,
@@ -673,24 +671,19 @@ def train(cfg: GRPOConfig, out, resume: bool = False, progress: bool = True,
 # --- command line ---------------------------------------------------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m hlsm.grpo", description=__doc__.split("\n")[0])
-    p.add_argument("--preset", default="smoke", choices=sorted(GRPO_PRESETS), help="training defaults")
-    p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    add_config_flags(p, GRPOConfig, skip=("preset",))
-    return p
-
-
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    p = trainer_parser("python -m hlsm.grpo", __doc__, GRPOConfig, GRPO_PRESETS,
+                       choices={"loss_agg": LOSS_AGGREGATIONS}, skip=("preset",))
+    p.add_argument("--preset", default="smoke", choices=sorted(GRPO_PRESETS),
+                   help="training defaults (default 'smoke': from the smoke SFT base in seconds)")
+    args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     given = given_config(args, GRPOConfig)
-    cfg = GRPOConfig.from_preset(args.preset, **given)
-    cfg.eval_supports = tuple(cfg.eval_supports)
+    if isinstance(given.get("eval_supports"), list):
+        given["eval_supports"] = tuple(given["eval_supports"])
+    cfg = build_config(p, lambda: GRPOConfig.from_preset(args.preset, **given), args.out, args.resume,
+                       init_required=True)
     try:
         result = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     except (NonFiniteLossError, ValueError) as e:

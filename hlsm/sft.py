@@ -17,7 +17,6 @@ from the same stream, so SFT on {s: 1.0} with batch_size P sees GRPO's step-k pr
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
@@ -33,8 +32,6 @@ import torch.nn.functional as F
 from hlsm.checkpoint import (
     MetricsLog,
     NonFiniteLossError,
-    add_config_flags,
-    given_config,
     init_run,
     load_checkpoint,
     load_policy,
@@ -45,6 +42,7 @@ from hlsm.checkpoint import (
     set_rng_state,
     start_step,
 )
+from hlsm.cli import build_config, given_config, trainer_parser
 from hlsm.distributed import all_reduce_sum, barrier, cleanup, init_distributed, shard, wrap_ddp
 from hlsm.model import HLSM
 from hlsm.names import ATOMS, EVAL_ATOMS, SEEN, SFT, UNSEEN, train_stream
@@ -77,7 +75,7 @@ def make_split(spec) -> Split:
 class SFTConfig:
     """Every knob of an SFT run; ``validate`` checks them all up front (ValueError naming the field)."""
 
-    preset: str = "smoke"  # model shape: a key of hlsm.policy.PRESETS
+    preset: str = "smoke"  # model shape (hlsm.policy.PRESETS) and training defaults (SFT_PRESETS)
     init: str = ""  # run directory whose policy starts this run (continued SFT); "": random init
     model: dict = field(default_factory=dict)  # PolicyConfig overrides, e.g. {"pos": "rope", "dropout": 0.1}
     split: dict | Split = field(default_factory=lambda: dict(DEFAULT_SPLIT))  # see make_split
@@ -444,25 +442,17 @@ def _train(cfg: SFTConfig, out: Path, resume: bool, progress: bool, snapshot_eve
 # --- command line ---------------------------------------------------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m hlsm.sft", description=__doc__.split("\n")[0])
-    p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar and no per-eval lines")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    add_config_flags(p, SFTConfig)
-    return p
-
-
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    p = trainer_parser("python -m hlsm.sft", __doc__, SFTConfig, SFT_PRESETS,
+                       choices={"preset": SFT_PRESETS, "fmt": FORMATS})
+    args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     given = given_config(args, SFTConfig)
-    preset = given.pop("preset", "smoke")
-    cfg = SFTConfig.from_preset(preset, **given)
-    if isinstance(cfg.eval_supports, list):
-        cfg.eval_supports = tuple(cfg.eval_supports)
+    if isinstance(given.get("eval_supports"), list):
+        given["eval_supports"] = tuple(given["eval_supports"])
+    cfg = build_config(p, lambda: SFTConfig.from_preset(given.pop("preset", "smoke"), **given), args.out,
+                       args.resume)
     try:
         result = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     except NonFiniteLossError as e:

@@ -324,8 +324,10 @@ def test_cli_runs_and_prints_a_summary(sft_run, tmp_path, capsys):
     assert main(args) == 0
     assert "done: step 2: reward" in capsys.readouterr().out
     assert (out / "policy.pt").exists() and (out / "eval.csv").exists() and (out / "eval_init.csv").exists()
-    assert main([*args[:-1], "--group-size", "1"]) == 1
-    assert "GRPOConfig.group_size" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # bad input: one line, exit status 2, before anything is written
+        main([*args[:-1], "--group-size", "1"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "GRPOConfig.group_size" in err and len(err.strip().splitlines()) == 1
 
 
 def _ddp_worker(rank: int, world: int, port: int, cfg: dict, out: str) -> None:

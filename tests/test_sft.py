@@ -213,8 +213,9 @@ def test_cli_runs_and_writes_a_run_directory(tmp_path, capsys):
     assert "done: step 2" in capsys.readouterr().out
     record = json.loads((out / "config.json").read_text())
     assert record["config"]["steps"] == 2 and record["seed"] == 0 and "git_hash" in record
-    with pytest.raises(FileExistsError):
+    with pytest.raises(SystemExit) as e:  # the CLI says which flag continues a run, and writes nothing
         main(args)
+    assert e.value.code == 2 and "pass --resume" in capsys.readouterr().err
     assert main([*args, "--resume"]) == 0  # a finished run resumes to the same end
 
 

@@ -6,4 +6,7 @@ if __name__ == "__main__":
     try:
         raise SystemExit(main())
     except ValueError as err:  # bad input: one line naming it, not a traceback
-        raise SystemExit(f"error: {err}") from None
+        import sys
+
+        print(f"python -m hlsm.identify: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -28,8 +28,9 @@ def _pick(obj, names, n, seed, what):
 
 def _parser() -> argparse.ArgumentParser:
     import hlsm.identify as package  # imported in full by now; the first line of its docstring says what this is
+    from hlsm.cli import Parser
 
-    ap = argparse.ArgumentParser(prog="python -m hlsm.identify", description=package.__doc__.split("\n")[0])
+    ap = Parser(prog="python -m hlsm.identify", description=package.__doc__.split("\n")[0])
     ap.add_argument("input", help="JSON: a list of compositions, a Support dict or a Split dict")
     ap.add_argument("--train", nargs="+", default=None, help="split supports to union (default: sft)")
     ap.add_argument("--target", nargs="+", default=None,
@@ -106,8 +107,16 @@ def _text(ident, args, source, reached, comparison, repairs) -> str:
 
 def main(argv=None) -> int:
     """Check the support named in ``argv``: print the report, or its JSON with ``--json -``."""
-    args = _parser().parse_args(argv)
-    obj = load(args.input)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        obj = load(args.input)
+    except OSError as e:
+        parser.error(f"{args.input}: cannot read it ({e.strerror})")
+    except json.JSONDecodeError as e:
+        parser.error(f"{args.input}: not valid JSON ({e.msg}, line {e.lineno} column {e.colno})")
+    except ValueError as e:
+        parser.error(f"{args.input}: {e}")
     split = obj if isinstance(obj, Split) else None
     train, source, targets = _read_supports(args, obj, split)
     kw = dict(positional=args.positional, interface=args.interface)

@@ -8,7 +8,7 @@ repeat a training item whatever the compositions.
 
 from __future__ import annotations
 
-from hlsm.modules import ROUTING_NAMES, SKILL_NAMES, SKILLS, check_routings, check_skills
+from hlsm.modules import ROUTING_NAMES, ROUTINGS, SKILL_NAMES, SKILLS, check_routings, check_skills
 from hlsm.names import (
     ATOMS,
     DEEPER,
@@ -146,6 +146,10 @@ def heldout_split(
     heldout = tuple(heldout)
     _check_ranges(rl=rl, test=test)
     skills, routings = check_skills(skills), check_routings(routings)
+    unknown = [h for h in heldout if h not in SKILLS and h not in ROUTINGS]
+    if unknown:
+        raise ValueError(f"heldout: unknown module {unknown[0]!r}; allowed: a skill ({', '.join(SKILLS)}) "
+                         f"or a routing ({', '.join(ROUTINGS)})")
     is_skill = [h in SKILLS for h in heldout]
     if not heldout or not (all(is_skill) or not any(is_skill)):
         raise ValueError(f"heldout must name skills only or routings only, got {heldout!r}")

@@ -1,0 +1,99 @@
+"""Every command line answers bad input with one line naming the bad value, exit status 2, no
+traceback, and nothing written (issue 18)."""
+
+import json
+
+import pytest
+
+from hlsm import __main__ as hlsm_cli
+from hlsm import checkpoint, grpo, sft
+from hlsm.cli import field_comments
+from hlsm.identify import cli as identify_cli
+
+
+def _fails(main, argv, capsys, *needles):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for n in needles:
+        assert n in err, (n, err)
+    return err
+
+
+@pytest.mark.parametrize("flags, needles", [
+    (["--preset", "nosuch"], ["'nosuch'", "smoke"]),
+    (["--lr", "-1"], ["SFTConfig.lr", "-1"]),
+    (["--steps", "0"], ["SFTConfig.steps", ">= 1"]),
+    (["--fmt", "nosuch"], ["'nosuch'", "explicit"]),
+    (["--model", "{bad"], ["--model", "not valid JSON", "{bad"]),
+    (["--device", "cuda:7" if __import__("torch").cuda.is_available() else "cuda"], ["device", "cuda"]),
+    (["--init", "/no/such/run"], ["/no/such/run", "policy.pt"]),
+])
+def test_sft_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, flags, needles):
+    out = tmp_path / "run"
+    err = _fails(sft.main, ["--out", str(out), *flags], capsys, *needles)
+    assert not out.exists(), err
+
+
+@pytest.mark.parametrize("flags, needles", [
+    ([], ["--init", "required"]),
+    (["--init", "/no/such/run"], ["/no/such/run", "config.json"]),
+    (["--lr", "-1"], ["GRPOConfig.lr"]),
+    (["--loss-agg", "mean"], ["'mean'", "seq_mean"]),
+    (["--preset", "nosuch"], ["'nosuch'", "smoke"]),
+])
+def test_grpo_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, flags, needles):
+    out = tmp_path / "run"
+    _fails(grpo.main, ["--out", str(out), *flags], capsys, *needles)
+    assert not out.exists()
+
+
+def test_grpo_refuses_a_grpo_run_as_init(tmp_path, capsys):
+    run = tmp_path / "grpo-run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"config": {"init": "x", "group_size": 8}}))
+    (run / "policy.pt").write_bytes(b"")
+    _fails(grpo.main, ["--out", str(tmp_path / "o"), "--init", str(run)], capsys, "a GRPO run", "SFT run")
+
+
+def test_identify_bad_files_are_named(tmp_path, capsys):
+    _fails(identify_cli.main, [str(tmp_path / "nosuch.json")], capsys, "nosuch.json", "No such file")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"a": 1,')
+    _fails(identify_cli.main, [str(bad)], capsys, "bad.json", "not valid JSON", "line 1")
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text('[["chain", "nosuch"]]')
+    _fails(identify_cli.main, [str(wrong)], capsys, "wrong.json")
+
+
+def test_hlsm_cli_names_modules_and_supports(tmp_path, capsys):
+    err = _fails(hlsm_cli.main, ["split", "heldout", "--heldout", "sortasc", "--out", str(tmp_path / "s.json")],
+                 capsys, "'sortasc'", "sort_asc", "map_halves")
+    assert not (tmp_path / "s.json").exists(), err
+    assert hlsm_cli.main(["split", "compositional", "--out", str(tmp_path / "s.json")]) == 0
+    capsys.readouterr()
+    err = _fails(hlsm_cli.main, ["sample", "--split", str(tmp_path / "s.json"), "--support", "nosuch", "--out",
+                                 str(tmp_path / "x.jsonl")], capsys, "'nosuch'", "eval_atoms")
+    assert err.count("'atoms'") == 1
+
+
+def test_checkpoint_convert_names_a_missing_file(tmp_path, capsys):
+    _fails(checkpoint.main, ["convert", str(tmp_path / "nope.pt")], capsys, "nope.pt")
+
+
+def test_trainer_help_shows_choices_defaults_and_meaning(capsys):
+    with pytest.raises(SystemExit):
+        sft.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--fmt {explicit,values,answer}" in text and "--preset {smoke,cpu,paper}" in text
+    assert "peak AdamW learning rate [default 0.003; smoke: 0.003, cpu: 0.001" in text
+    with pytest.raises(SystemExit):
+        grpo.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--loss-agg {seq_mean,token_mean,constant}" in text and "--rewards JSON" in text
+    # every field of both configs has a line of meaning
+    for cfg in (sft.SFTConfig, grpo.GRPOConfig):
+        comments = field_comments(cfg)
+        assert all(comments.get(f) for f in cfg.__dataclass_fields__), cfg
