@@ -6,7 +6,10 @@
         --steps 200 --out runs/trl-qwen                                             # any HF causal LM
 
 ``--tiny`` builds a small randomly initialised Qwen2-style model and a character-level tokenizer
-locally (nothing is downloaded); ``--model`` takes a Hub name or a local directory. Prompts come
+locally (nothing is downloaded) and first teaches it the trace format with a short teacher-forced
+warm start on the split's ``sft`` support (``--sft-steps``; a random model never writes a
+parseable trace, so every GRPO group would tie at reward 0); ``--model`` takes a Hub name or a
+local directory. Prompts come
 from one support of a split (``--split`` JSON from ``python -m hlsm split``, default a depth-2
 compositional split over 8 skills), as plain text or, with ``--chat``, as chat messages with the
 task format in the system message. Rewards: ``hlsm_answer``, ``hlsm_format``, ``hlsm_structure``
@@ -48,16 +51,51 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-5, help="learning rate (default: 1e-5; try 1e-3 with --tiny)")
     p.add_argument("--weights", type=json.loads, default=None,
                    help='reward weights as JSON, e.g. \'{"answer": 1, "structure": 0.5}\' (default: all 1)')
+    p.add_argument("--sft-steps", type=int, default=None,
+                   help="teacher-forced warm-start updates before GRPO (default: 300 with --tiny, else 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: 1 with --tiny, where more threads only contend; else torch's)")
     args = p.parse_args(argv)
+    if args.sft_steps is None:
+        args.sft_steps = 300 if args.tiny else 0
+    if args.sft_steps < 0:
+        p.error(f"--sft-steps must be >= 0, got {args.sft_steps}")
     for name in ("steps", "prompts", "group", "max_completion_length"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.define_modules and not args.chat:
         p.error("--define-modules needs --chat (plain-text prompts stay exactly the HLSM prompt)")
     return args
+
+
+def warm_start(model, tokenizer, split, args, batch: int = 16, lr: float = 3e-3) -> float:
+    """Teacher-forced SFT on the split's ``sft`` support (completion tokens + EOS, the prompt masked);
+    returns the last batch's loss. Its items come from another seed than GRPO's prompts."""
+    data = to_dataset(split, "sft", n=args.sft_steps * batch, seed=args.seed + 1, format=args.format)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    loss = float("nan")
+    for step in range(args.sft_steps):
+        rows = data[step * batch:(step + 1) * batch]
+        seqs, masks = [], []
+        for prompt, completion in zip(rows["prompt"], rows["completion"]):
+            p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            seqs.append(p_ids + c_ids)
+            masks.append([0] * len(p_ids) + [1] * len(c_ids))
+        width = max(map(len, seqs))
+        ids = torch.tensor([s + [tokenizer.pad_token_id] * (width - len(s)) for s in seqs])
+        labels = torch.tensor([[t if m else -100 for t, m in zip(s, k)] + [-100] * (width - len(s))
+                               for s, k in zip(seqs, masks)])
+        out = model(input_ids=ids, attention_mask=(labels != -100) | (torch.arange(width) < torch.tensor(
+            [len(s) for s in seqs])[:, None]), labels=labels)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        loss = out.loss.item()
+    model.eval()
+    return loss
 
 
 def main(argv=None):
@@ -77,6 +115,9 @@ def main(argv=None):
     if args.tiny:
         tokenizer = char_tokenizer()
         model = tiny_causal_lm(tokenizer, max_positions=2048, seed=args.seed)
+        if args.sft_steps:
+            print(f"warm start: {args.sft_steps} teacher-forced updates, last loss "
+                  f"{warm_start(model, tokenizer, split, args):.3f}")
     else:
         tokenizer, model = None, args.model  # GRPOTrainer loads both
     cuda = torch.cuda.is_available()

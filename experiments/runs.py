@@ -20,7 +20,8 @@ import json
 import os
 import shutil
 import sys
-from concurrent.futures import ProcessPoolExecutor
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -117,16 +118,21 @@ def run_all(jobs: list[tuple[str, object]], root="runs", workers: int = 0,
     workers = workers or min(len(jobs), os.cpu_count() or 1)
     todo = [i for i, (kind, cfg) in enumerate(jobs) if not is_finished(run_dir(kind, cfg, root), cfg)]
     out = [run_dir(kind, cfg, root) for kind, cfg in jobs]
-    bar = tqdm(total=len(todo), disable=not progress or not todo, desc="runs")
+    kinds = Counter(jobs[i][0] for i in todo)  # one bar per phase: what it trains, done / total, ETA
+    bar = tqdm(total=len(todo), disable=not progress or not todo, unit="run",
+               desc="training " + " + ".join(f"{n} {k}" for k, n in kinds.items()))
     if workers <= 1 or len(todo) <= 1:
         for i in todo:
+            bar.set_postfix_str(f"now {out[i].name}")
             _train(*jobs[i], root, 0, snapshot_every)
             bar.update(1)
     else:
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(_train, *jobs[i], root, 1, snapshot_every) for i in todo]
-            for f in futures:
+            futures = {pool.submit(_train, *jobs[i], root, 1, snapshot_every): i for i in todo}
+            bar.set_postfix_str(f"{min(workers, len(todo))} at a time")
+            for f in as_completed(futures):
                 f.result()  # re-raises a failed run's error here
+                bar.set_postfix_str(f"finished {out[futures[f]].name}")
                 bar.update(1)
     bar.close()
     return out

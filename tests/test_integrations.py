@@ -207,10 +207,13 @@ def test_example_script_runs_tiny(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("trl_grpo", ROOT / "examples" / "trl_grpo.py")
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    trainer = example.main(["--tiny", "--steps", "1", "--prompts", "2", "--group", "2", "--max-completion-length",
-                            "8", "--lr", "1e-3", "--out", str(tmp_path)])
-    assert trainer.state.global_step == 1 and (tmp_path / "config.json").exists()
+    # the default warm start teaches the random tiny model the trace format: rewards are not all 0
+    trainer = example.main(["--tiny", "--steps", "2", "--prompts", "4", "--group", "4", "--max-completion-length",
+                            "32", "--lr", "1e-3", "--out", str(tmp_path)])
+    assert trainer.state.global_step == 2 and (tmp_path / "config.json").exists()
     assert "rewards/hlsm_answer/mean" in capsys.readouterr().out
+    rewards = [log["reward"] for log in trainer.state.log_history if "reward" in log]
+    assert len(rewards) == 2 and max(rewards) > 0, rewards
     with pytest.raises(SystemExit) as e:
         example.parse_args(["--tiny", "--steps", "0", "--out", str(tmp_path)])
     assert e.value.code == 2
