@@ -76,7 +76,7 @@ from hlsm.model import HLSM
 from hlsm.names import GRPO_SAMPLING, RL, RL_PROMPTS, SEEN, SFT, UNSEEN, train_stream
 from hlsm.policy import Generation, completion_logprobs, generate
 from hlsm.rng import stream_key
-from hlsm.runloop import Loop, run_loop
+from hlsm.runloop import Loop, eval_line, run_loop
 from hlsm.text import Tokenizer
 
 # --- configuration --------------------------------------------------------------------------
@@ -589,11 +589,8 @@ class GRPOResult:
     out: Path  # run directory
 
 
-def _eval_line(rows, step: int, m: dict) -> tuple[dict, str]:
-    accs = {r["support"]: r["answer"] for r in rows if r["by"] == "all"}
-    text = " ".join(f"{k} {v:.3f}" for k, v in accs.items())
-    reward = f"reward {m['reward_mean']:.3f} " if m else ""
-    return {f"eval/{k}": v for k, v in accs.items()}, f"step {step}: {reward}| acc {text}"
+def _reward_head(m: dict) -> str:
+    return f"reward {m['reward_mean']:.3f} " if m else ""
 
 
 def train(cfg: GRPOConfig, out, resume: bool = False, progress: bool = True,
@@ -631,9 +628,10 @@ def train(cfg: GRPOConfig, out, resume: bool = False, progress: bool = True,
             if main:
                 rows = evaluate(trainer.model, split, cfg.eval_supports, n=cfg.eval_n, seed=cfg.seed, fmt=fmt,
                                 granularity=gran, by=("all", "module") if final or step == 0 else ("all",))
-                values, line = _eval_line(rows, step, metrics)
+                values, line = eval_line(rows, step, _reward_head(metrics))
                 log.log({"step": step, **values})
-                tqdm.write(line)
+                if progress:
+                    tqdm.write(line)
                 if final or step == 0:
                     write_csv(rows, out / ("eval.csv" if final else "eval_init.csv"))
             barrier(dist)
@@ -690,7 +688,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if int(os.environ.get("RANK", "0")) == 0:
-        _, line = _eval_line(result.rows, result.step, result.metrics)
+        _, line = eval_line(result.rows, result.step, _reward_head(result.metrics))
         print(f"done: {line} -> {result.out}")
     return 0
 

@@ -79,3 +79,11 @@ def run_loop(loop: Loop, model, step_fn, evaluate_fn, state_fn, stop_fn=None) ->
     finally:
         bar.close()
     return done, metrics, rows
+
+
+def eval_line(rows, step: int, head: str = "") -> tuple[dict, str]:
+    """(the ``eval/<support>`` metrics, the line printed) of an evaluation's "all" rows at ``step``;
+    ``head`` is the trainer's own number (``"loss 1.2345 "``, ``"reward 0.500 "``)."""
+    accs = {r["support"]: r["answer"] for r in rows if r["by"] == "all"}
+    text = " ".join(f"{k} {v:.3f}" for k, v in accs.items())
+    return {f"eval/{k}": v for k, v in accs.items()}, f"step {step}: {head}| acc {text}"

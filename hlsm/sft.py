@@ -47,7 +47,7 @@ from hlsm.distributed import all_reduce_sum, barrier, cleanup, init_distributed,
 from hlsm.model import HLSM
 from hlsm.names import ATOMS, EVAL_ATOMS, SEEN, SFT, UNSEEN, train_stream
 from hlsm.policy import PRESETS, Policy, PolicyConfig, autocast
-from hlsm.runloop import Loop, run_loop
+from hlsm.runloop import Loop, eval_line, run_loop
 from hlsm.support import DEFAULT_SPLIT, Split
 from hlsm.support import make_split as support_make_split
 from hlsm.text import FORMATS, Tokenizer
@@ -308,12 +308,6 @@ class SFTResult:
     out: Path  # run directory
 
 
-def _eval_line(rows, step: int, loss: float) -> tuple[dict, str]:
-    accs = {r["support"]: r["answer"] for r in rows if r["by"] == "all"}
-    text = " ".join(f"{k} {v:.3f}" for k, v in accs.items())
-    return {f"eval/{k}": v for k, v in accs.items()}, f"step {step}: loss {loss:.4f} | acc {text}"
-
-
 def train(cfg: SFTConfig, out: str | Path, resume: bool = False, progress: bool = True,
           snapshot_every: int = 0) -> SFTResult:
     """Run (or with ``resume``, continue) SFT into the run directory ``out``.
@@ -409,7 +403,7 @@ def _train(cfg: SFTConfig, out: Path, resume: bool, progress: bool, snapshot_eve
         if main:
             rows = evaluate(model, split, cfg.eval_supports, n=cfg.eval_n, seed=cfg.seed, fmt=cfg.fmt,
                             granularity=cfg.granularity)
-            values, line = _eval_line(rows, step, metrics.get("loss", float("nan")))
+            values, line = eval_line(rows, step, f"loss {metrics.get('loss', float('nan')):.4f} ")
             log.log({"step": step, **values})
             if progress:
                 tqdm.write(line)
@@ -459,7 +453,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if result.rows:  # rank 0 (the only rank that evaluates)
-        _, line = _eval_line(result.rows, result.step, result.loss)
+        _, line = eval_line(result.rows, result.step, f"loss {result.loss:.4f} ")
         print(f"done: {line} -> {result.out}")
     return 0
 
