@@ -1,6 +1,8 @@
 """Identification checks for theorists: which modules does a support identify, what is reachable?
 
     python -m hlsm.identify SUPPORT.json [--train sft rl] [--target unseen] [--json [PATH]]
+    python -m hlsm.identify SPLIT.json --criterion local [--positional]     # Theorem 3.4, with reasons
+    python -m hlsm.identify SPLIT.json --p0 P0.json [--rl NAME ...] [--band LO HI]  # RL enrichment
 
     from hlsm.identify import identify, compare, repair
     ident = identify(comps)                  # comps: list of compositions, a Support, or its dict
@@ -8,10 +10,13 @@
     ident.reach(comp)                        # Reachability(reachable, unidentified, uncovered, why)
     compare(sft, rl, targets)                # RL inside vs beyond SFT; what the union identifies
     repair(comps, target, pool)              # additions from pool that make target reachable
+    local_support(comps).reach(comp)         # LocalReachability: local witnesses per step (Theorem 3.4)
+    enrichment(sft, rl, p0, targets)         # [Enrichment]: can RL (policy measured by p0) reach them?
 
 A *support* is a set of compositions, each a tuple of ``(routing, skill)`` name pairs, one per
 step (``hlsm.support.Composition``). Two formalizations answer "which atomic modules does it
-identify", and a third combines them into "which unseen compositions are reachable".
+identify", a third combines them into "which unseen compositions are reachable", and a fourth
+(local, the paper's Theorem 3.4) asks it per step; the RL-enrichment check asks what RL can add.
 
 Algebraic criterion (exact, sympy over QQ)
 ------------------------------------------
@@ -85,6 +90,25 @@ which condition fails. ``compare`` does the support algebra of "RL inside vs bey
 tie-broken by any rank gain; it finds a fix whenever the pool holds one and ``max_add`` allows,
 but not always a minimum one) or exact (all subsets by increasing size: a minimum, small pools).
 
+Local criterion (the paper's Theorem 3.4; ``local.py`` states it in full)
+-------------------------------------------------------------------------
+Step t of c reads ``O_t = ROUTINGS[r_t].operands(t)``. Its *local interface* is
+``I_t(c) = ((r_t, s_t), (m_i for i in O_t))``, ``m_i = (r_i, s_i)`` for ``i >= 1`` and ``m_0 = INPUT``:
+the parent selection with the ordered selections of the children it reads. A *local witness* of
+``I_t(c)`` in S is some ``c'`` in S and step t' with ``I_t'(c') == I_t(c)`` (tied: any t'; positional:
+t' == t). c is *locally reachable* from S iff c is in S, or every ``I_t(c)`` has a local witness and
+every unit of c is identified (algebraic). ``LocalReachability`` names the steps without a witness
+and the unidentified units, and grades c by the fraction of witnessed steps. A witness of ``I_t``
+covers every ``module`` interface key of step t, so this criterion is stronger than the graph one.
+
+RL enrichment. Given p0 (the SFT policy's success rate) per RL composition and a band (lo, hi),
+exclusive, an RL composition is *active* when ``lo < p0 < hi`` (reached, not saturated; an
+exact-answer reward tells success from failure). An interface not witnessed in SFT is *enrichable*
+iff an active RL composition witnesses it. RL is predicted to make c reachable iff c is locally
+reachable from SFT + the active RL compositions (units identified there too). ``Enrichment`` gives
+each interface's status: ``sft``, ``enrichable`` (via which composition, its p0), ``saturated``
+(p0 >= hi), ``unreached`` (p0 <= lo), ``unmeasured`` or ``no witness``.
+
 Files
 -----
 Each file imports only those above it; this one re-exports the public API.
@@ -93,14 +117,37 @@ Each file imports only those above it; this one re-exports the public API.
   algebra.py    the algebraic criterion: incidence matrices, the exact mod-p + sympy solve, ``UnitReport``
   coverage.py   the graph criterion: interfaces covered, ``ModuleCoverage``, components
   results.py    ``identify`` -> ``Identification`` (both criteria, ``.reach``), and ``reach``
+  local.py      the local criterion (``local_support``, ``local_reach`` -> ``LocalReachability``), p0 files,
+                the RL-enrichment check (``enrichment`` -> ``Enrichment``)
   repairs.py    support algebra: ``compare`` (``Comparison``) and ``repair`` (``Repair``)
-  report.py     ``format_report``, ``format_certificate`` (text) and ``jsonable`` (JSON)
+  report.py     ``format_report``, ``format_certificate``, ``format_local``, ``format_enrichment`` (text)
+                and ``jsonable`` (JSON)
   cli.py        ``main``, the command line; ``__main__.py`` runs it for ``python -m hlsm.identify``
 """
 
 from hlsm.identify.algebra import PRIME, UnitReport
 from hlsm.identify.cli import main
 from hlsm.identify.coverage import ModuleCoverage, interface_roles
+from hlsm.identify.local import (
+    INPUT,
+    STATUSES,
+    Enrichment,
+    InterfaceEnrichment,
+    InterfaceWitness,
+    LocalReachability,
+    LocalSupport,
+    Witnesses,
+    check_band,
+    enrichment,
+    load_p0,
+    local_interface,
+    local_interfaces,
+    local_reach,
+    local_support,
+    p0_of,
+    show_interface,
+    witnesses,
+)
 from hlsm.identify.parse import (
     ENUMERATE,
     INTERFACE_DOC,
@@ -110,20 +157,25 @@ from hlsm.identify.parse import (
     compositions_of,
     interfaces_of,
     load,
+    parse_composition,
     show,
     union,
     unit_name,
     units_of,
 )
 from hlsm.identify.repairs import EXACT_LIMIT, Comparison, Repair, compare, repair
-from hlsm.identify.report import format_certificate, format_report, jsonable
+from hlsm.identify.report import format_certificate, format_enrichment, format_local, format_report, jsonable
 from hlsm.identify.results import Identification, Reachability, identify, reach
 
 # constants are copies: rebinding hlsm.identify.PRIME (or EXACT_LIMIT, ENUMERATE) changes nothing;
 # patch the module that reads it (hlsm.identify.algebra.PRIME, .repairs.EXACT_LIMIT, .parse.ENUMERATE)
 __all__ = [
-    "ENUMERATE", "EXACT_LIMIT", "INTERFACES", "INTERFACE_DOC", "KINDS", "NAMES", "PRIME",
-    "Comparison", "Identification", "ModuleCoverage", "Reachability", "Repair", "UnitReport",
-    "compare", "compositions_of", "format_certificate", "format_report", "identify", "interface_roles",
-    "interfaces_of", "jsonable", "load", "main", "reach", "repair", "show", "union", "unit_name", "units_of",
+    "ENUMERATE", "EXACT_LIMIT", "INPUT", "INTERFACES", "INTERFACE_DOC", "KINDS", "NAMES", "PRIME", "STATUSES",
+    "Comparison", "Enrichment", "Identification", "InterfaceEnrichment", "InterfaceWitness", "LocalReachability",
+    "LocalSupport", "ModuleCoverage", "Reachability", "Repair", "UnitReport", "Witnesses",
+    "check_band", "compare", "compositions_of", "enrichment", "format_certificate", "format_enrichment",
+    "format_local", "format_report", "identify", "interface_roles", "interfaces_of", "jsonable", "load",
+    "load_p0", "local_interface", "local_interfaces", "local_reach", "local_support", "main", "p0_of",
+    "parse_composition", "reach", "repair", "show", "show_interface", "union", "unit_name", "units_of",
+    "witnesses",
 ]

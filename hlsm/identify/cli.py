@@ -7,9 +7,10 @@ import json
 import sys
 from pathlib import Path
 
+from hlsm.identify.local import BAND, LocalSupport, check_band, enrichment, load_p0, witnesses
 from hlsm.identify.parse import INTERFACES, KINDS, compositions_of, load, show, union
 from hlsm.identify.repairs import compare, repair
-from hlsm.identify.report import format_certificate, format_report, jsonable
+from hlsm.identify.report import format_certificate, format_enrichment, format_local, format_report, jsonable
 from hlsm.identify.results import identify
 from hlsm.support import Split
 
@@ -49,7 +50,19 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--matrix", action="store_true", help="print the exact basis matrices (sympy)")
     ap.add_argument("--show", type=int, default=8, help="examples to list per section")
     ap.add_argument("--json", nargs="?", const="-", metavar="PATH", help="write JSON (to stdout with '-')")
+    ap.add_argument("--criterion", choices=CRITERIA, default="coverage",
+                    help="target reachability: coverage (identified + interfaces covered), local (Theorem 3.4: "
+                         "every parent-children interface has a local witness), or both")
+    ap.add_argument("--p0", metavar="FILE", help="JSON p0 per RL composition (the SFT policy's success rate): "
+                    "run the RL-enrichment check on the targets")
+    ap.add_argument("--rl", nargs="+", default=None, metavar="NAME",
+                    help="RL supports of the split, or one JSON file (default: the compositions --p0 measures)")
+    ap.add_argument("--band", nargs=2, type=float, default=BAND, metavar=("LO", "HI"),
+                    help="p0 band, exclusive: an RL composition with LO < p0 < HI can enrich (default: 0 1)")
     return ap
+
+
+CRITERIA = ("coverage", "local", "both")
 
 
 def _read_supports(args, obj, split):
@@ -92,9 +105,67 @@ def _run_repairs(args, split, train, reached, kw):
             for r in [r for r in reached if not r.reachable][: args.repair]]
 
 
-def _text(ident, args, source, reached, comparison, repairs) -> str:
+def _read_p0(parser, args):
+    """``--p0 FILE`` as a dict (None without it); bad input is one ``parser.error`` line naming it."""
+    try:
+        check_band(args.band)
+    except ValueError as e:
+        parser.error(f"--band: {e}")
+    if not args.p0:
+        if args.rl:
+            parser.error(f"--rl {' '.join(args.rl)} needs --p0 (the SFT policy's p0 on the RL compositions)")
+        return None
+    try:
+        return load_p0(args.p0)
+    except OSError as e:
+        parser.error(f"--p0 {args.p0}: cannot read it ({e.strerror})")
+    except json.JSONDecodeError as e:
+        parser.error(f"--p0 {args.p0}: not valid JSON ({e.msg}, line {e.lineno} column {e.colno})")
+    except ValueError as e:
+        parser.error(f"--p0 {args.p0}: {e}")
+
+
+def _rl_support(args, split, p0):
+    """The RL compositions for ``--rl`` (None without it: the compositions p0 measures)."""
+    if not args.rl:
+        return None
+    names = args.rl
+    if split is not None and all(nm in split.train or nm in split.eval for nm in names):
+        sups = [split.support(nm) for nm in names]
+        outside = [c for c in p0 if not any(s.contains(c) for s in sups)]
+        if outside:
+            raise ValueError(f"p0 names {len(outside)} composition(s) outside --rl {' '.join(names)}, "
+                             f"e.g. [{show(outside[0])}]")
+        return list(dict.fromkeys([*union(*sups, n=args.n, seed=args.seed), *p0]))
+    if len(names) == 1 and Path(names[0]).exists():
+        return load(names[0])
+    have = f"; supports: {sorted(split.train) + sorted(split.eval)}" if split is not None else ""
+    raise ValueError(f"--rl {' '.join(names)}: neither supports of the split nor one JSON file{have}")
+
+
+def _run_enrichment(parser, args, split, train, targets):
+    """``--p0 FILE``: the RL-enrichment check of the targets (None without the flag)."""
+    p0 = _read_p0(parser, args)
+    if p0 is None:
+        return None
+    if not targets:
+        parser.error("--p0 needs targets (--target NAME or --targets FILE)")
+    try:
+        rl = _rl_support(args, split, p0)
+        return enrichment(train, rl, p0, targets, band=args.band, positional=args.positional, n=args.n,
+                          seed=args.seed)
+    except ValueError as e:
+        parser.error(str(e))
+
+
+def _text(ident, args, source, reached, comparison, repairs, local=None, enriched=None) -> str:
     """The report, then the certificates of the ``--witness`` units and, with ``--matrix``, the basis rows."""
-    out = [format_report(ident, source, reached, comparison, repairs, args.show)]
+    out = [format_report(ident, source, reached if args.criterion != "local" else (), comparison, repairs,
+                         args.show)]
+    if local is not None:
+        out.append(format_local(local, args.show))
+    if enriched is not None:
+        out.append(format_enrichment(enriched, args.show))
     out += [format_certificate(ident.units[u]) for u in args.witness]
     if args.matrix:
         for kind in KINDS:
@@ -122,16 +193,23 @@ def main(argv=None) -> int:
     kw = dict(positional=args.positional, interface=args.interface)
     ident = identify(train, max_depth=max(len(c) for c in [*train, *targets]), **kw)
     reached = [ident.reach(c) for c in targets]
+    local = None
+    if args.criterion != "coverage" and targets:
+        local_support = LocalSupport(witnesses(train), ident, args.positional)
+        local = [local_support.reach(c) for c in targets]
+    enriched = _run_enrichment(parser, args, split, train, targets)
     comparison = _run_compare(args, split, targets, kw)
     repairs = _run_repairs(args, split, train, reached, kw)
     for u in args.witness:
         if u not in ident.units:
             raise ValueError(f"unknown unit {u!r}; units: {', '.join(ident.units)}")
-    text = _text(ident, args, source, reached, comparison, repairs)
+    text = _text(ident, args, source, reached, comparison, repairs, local, enriched)
     data = {
         "source": source,
         "identification": jsonable(ident),
-        "targets": jsonable(reached),
+        "targets": jsonable(reached) if args.criterion != "local" else None,
+        "local": jsonable(local),
+        "enrichment": jsonable(enriched),
         "comparison": jsonable(comparison),
         "repairs": jsonable(repairs),
     }

@@ -61,6 +61,22 @@ def show(comp: Composition) -> str:
     return " > ".join(f"{r}:{s}" for r, s in comp)
 
 
+def parse_composition(text: str) -> Composition:
+    """A composition from one line: ``show``'s ``chain:reverse > skip:sort_asc``, or the CSV-safe
+    ``chain.reverse+skip.sort_asc`` of ``hlsm.evaluate.composition_name`` (ValueError naming it)."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"expected a composition such as 'chain:reverse > skip:sort_asc', got {text!r}")
+    sep, pair = (">", ":") if ":" in text else ("+", ".")
+    steps = [step.strip().split(pair) for step in text.split(sep)]
+    if any(len(step) != 2 for step in steps):
+        raise ValueError(f"cannot read composition {text!r}: write 'routing:skill > routing:skill' "
+                         f"or 'routing.skill+routing.skill'")
+    try:
+        return as_composition(steps)
+    except ValueError as e:
+        raise ValueError(f"composition {text!r}: {e}") from None
+
+
 def compositions_of(source, n: int = 3000, seed: int = 0) -> list[Composition]:
     """Compositions of a support given as a list, a ``Support``, or its dict.
 

@@ -1,4 +1,5 @@
-"""The results for people (``format_report``, ``format_certificate``) and for scripts (``jsonable``)."""
+"""The results for people (``format_report``, ``format_certificate``, ``format_local``,
+``format_enrichment``) and for scripts (``jsonable``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from dataclasses import fields, is_dataclass
 from fractions import Fraction
 
 from hlsm.identify.algebra import UnitReport
+from hlsm.identify.local import STATUSES, Enrichment, LocalReachability
 from hlsm.identify.parse import INTERFACE_DOC, KINDS, show
 from hlsm.identify.repairs import Comparison, Repair
 from hlsm.identify.results import Identification, Reachability
@@ -156,3 +158,53 @@ def _repair(rp: Repair) -> list[str]:
         out.append(f"  no fix within the pool and max-add; best effort added {len(rp.added)}; "
                    f"still: {rp.after.why}")
     return out
+
+
+def _examples(results, show_n: int) -> list[str]:
+    """Up to ``show_n`` failing results, then up to ``show_n`` succeeding ones, each with its reasons."""
+    bad = [r for r in results if not r.reachable]
+    good = [r for r in results if r.reachable]
+    out = [f"  [{show(r.composition)}] {r.why}" for r in bad[:show_n]]
+    if len(bad) > show_n:
+        out.append(f"  ... {len(bad) - show_n} more not reachable")
+    out += [f"  [{show(r.composition)}] {r.why}" for r in good[:show_n]]
+    if len(good) > show_n:
+        out.append(f"  ... {len(good) - show_n} more reachable")
+    return out
+
+
+def format_local(results: list[LocalReachability], show_n: int = 8) -> str:
+    """The local criterion (Theorem 3.4) on the targets: counts, then examples with their reasons."""
+    if not results:
+        return "== targets, local criterion: no targets"
+    where = "at the same step (positional)" if results[0].positional else "at any step (tied)"
+    ok = sum(r.reachable for r in results)
+    no_wit = sum(bool(r.missing) and not r.reachable for r in results)
+    no_id = sum(bool(r.unidentified) and not r.reachable for r in results)
+    mean = sum(r.score for r in results) / len(results)
+    out = [
+        f"== targets, local criterion (Theorem 3.4): every step's parent-children interface has a local "
+        f"witness {where}, every unit identified",
+        f"  locally reachable {ok} / {len(results)} (seen {sum(r.seen for r in results)}); not reachable "
+        f"because an interface has no witness: {no_wit}, because a unit is not identified: {no_id}; "
+        f"mean score {mean:.3f}",
+    ]
+    return "\n".join(out + _examples(results, show_n))
+
+
+def format_enrichment(results: list[Enrichment], show_n: int = 8) -> str:
+    """The RL-enrichment check on the targets: counts, interface statuses, examples with reasons."""
+    if not results:
+        return "== RL enrichment: no targets"
+    lo, hi = results[0].band
+    n = len(results)
+    status = {s: sum(r.status == s for e in results for r in e.interfaces) for s in STATUSES}
+    out = [
+        f"== RL enrichment: an interface not in SFT is enrichable iff an RL composition with {lo:g} < p0 < {hi:g} "
+        f"witnesses it",
+        f"  targets reachable from SFT alone {sum(e.sft_reachable for e in results)} / {n}; predicted "
+        f"reachable after RL {sum(e.reachable for e in results)} / {n} (counting saturated RL compositions "
+        f"as learned: {sum(e.reachable_with_saturated for e in results)} / {n})",
+        "  target interfaces (steps): " + ", ".join(f"{s} {k}" for s, k in status.items()),
+    ]
+    return "\n".join(out + _examples(results, show_n))
