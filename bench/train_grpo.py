@@ -63,13 +63,14 @@ def sft_policy(args) -> Path:
     return out
 
 
-def ours(args, init: Path, n_steps: int) -> dict:
+def ours(args, init: Path, n_steps: int, seed: int = 0) -> dict:
     model, split, fmt, gran = load_init(init)
     cfg = GRPOConfig(steps=n_steps, prompts_per_step=args.prompts, group_size=args.group, micro_batch_size=64,
                      max_new_tokens=args.max_new, lr=1e-4, rewards=REWARDS, rl_support="rl_inside",
-                     loss_agg="seq_mean", device=args.device)
+                     loss_agg="seq_mean", device=args.device, seed=seed)
     trainer = GRPO(cfg, model, split, fmt, gran)
-    steps = [trainer.step(k) for k in range(n_steps)][args.warmup :]
+    every = [trainer.step(k) for k in range(n_steps)]
+    steps = every[args.warmup :]
     med = {key: statistics.median(m[key] for m in steps) for key in ("step_s", "rollout_s", "update_s")}
     med["best_step_s"] = min(m["step_s"] for m in steps)
     tokens = statistics.mean(m["completion_len"] for m in steps) * args.prompts * args.group
@@ -80,6 +81,7 @@ def ours(args, init: Path, n_steps: int) -> dict:
         "zero_std": statistics.mean(m["zero_std_frac"] for m in steps),
         "reward": statistics.mean(m["reward_mean"] for m in steps),
         "rollout_tok_s": tokens / med["rollout_s"],
+        "rewards": [m["reward_mean"] for m in every],
     }
 
 
@@ -167,7 +169,7 @@ def hf_tokenizer():
     return hf
 
 
-def theirs(args, init: Path, n_steps: int) -> dict:
+def theirs(args, init: Path, n_steps: int, seed: int = 0) -> dict:
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import GRPOConfig as TRLConfig
@@ -199,11 +201,11 @@ def theirs(args, init: Path, n_steps: int) -> dict:
     cfg = TRLConfig(
         output_dir=args.out, per_device_train_batch_size=args.prompts * args.group,
         num_generations=args.group, max_completion_length=args.max_new, temperature=1.0, top_k=0, top_p=1.0,
-        learning_rate=1e-4, beta=0.0,
+        learning_rate=1e-4, lr_scheduler_type="constant", beta=0.0,  # ours: constant lr, no KL
         num_iterations=1, loss_type="grpo", max_steps=n_steps, logging_steps=1, report_to=[],
         use_cpu=args.device == "cpu", bf16=args.device != "cpu", gradient_checkpointing=False,
         save_strategy="no", shuffle_dataset=False,
-        dataloader_num_workers=0, disable_tqdm=True, seed=0,
+        dataloader_num_workers=0, disable_tqdm=True, seed=seed,
     )
     trainer = GRPOTrainer(model=gpt, reward_funcs=reward, args=cfg, train_dataset=data,
                           processing_class=hf_tokenizer(), callbacks=[Clock()])
@@ -229,6 +231,7 @@ def theirs(args, init: Path, n_steps: int) -> dict:
         "zero_std": statistics.mean(float(x["frac_reward_zero_std"]) for x in steps),
         "reward": statistics.mean(float(x["reward"]) for x in steps),
         "rollout_tok_s": length * args.prompts * args.group / med["rollout_s"],
+        "rewards": [float(x["reward"]) for x in records if "completions/mean_length" in x],
     }
 
 
@@ -254,9 +257,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu | cuda (bf16 on both sides; the SFT start stays on CPU)")
     ap.add_argument("--out", default="/tmp/bench_trl_grpo", help="TRL's output_dir (nothing is saved)")
+    ap.add_argument("--learn", type=int, nargs="+", default=None, metavar="SEED",
+                    help="instead of timing: run --steps steps per seed on both sides and compare their rewards")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     init = sft_policy(args)
+    if args.learn:
+        return learn(args, init)
     n = args.warmup + args.steps
     print(f"GRPO step from {init}: P={args.prompts} prompts x G={args.group}, <= {args.max_new} new tokens, "
           f"{args.threads} threads, median of {args.steps} steps after {args.warmup} warm-up, "
@@ -270,6 +277,33 @@ def main() -> None:
     ratio = {k: b[k] / a[k] for k in ("step_s", "rollout_s", "update_s", "best_step_s")}
     print(f"  speed-up, TRL / hlsm.grpo (medians): step {ratio['step_s']:.1f}x, rollout {ratio['rollout_s']:.1f}x, "
           f"update {ratio['update_s']:.1f}x; best step against best step {ratio['best_step_s']:.1f}x")
+
+
+def learn(args, init: Path) -> None:
+    """Do both trainers learn at the same rate? Per seed, ``--steps`` steps from the same policy on the
+    same prompts: mean reward over the first and last quarter of steps, mean and 95% t over seeds."""
+    from scipy import stats
+
+    def ci(xs):
+        m = statistics.mean(xs)
+        h = stats.t.ppf(0.975, len(xs) - 1) * statistics.stdev(xs) / len(xs) ** 0.5 if len(xs) > 1 else float("nan")
+        return f"{m:.3f} ± {h:.3f}"
+
+    q = max(1, args.steps // 4)
+    args.warmup = 0
+    rows = {}
+    for seed in args.learn:
+        for name, side in (("hlsm.grpo", ours), ("TRL", theirs)):
+            r = side(args, init, args.steps, seed)["rewards"]
+            rows.setdefault(name, []).append((statistics.mean(r[:q]), statistics.mean(r[-q:])))
+            print(f"  seed {seed} {name:<9}: reward first {q} steps {rows[name][-1][0]:.3f}, last {q} "
+                  f"{rows[name][-1][1]:.3f}", flush=True)
+    print(f"{len(args.learn)} seeds x {args.steps} steps, P={args.prompts} x G={args.group}, from {init}:")
+    for name, rs in rows.items():
+        print(f"  {name:<9}: first {q} steps {ci([a for a, _ in rs])}, last {q} {ci([b for _, b in rs])}, "
+              f"gain {ci([b - a for a, b in rs])}")
+    diff = [a[1] - b[1] for a, b in zip(rows["hlsm.grpo"], rows["TRL"])]
+    print(f"  hlsm.grpo - TRL, last {q} steps (paired by seed): {ci(diff)}")
 
 
 if __name__ == "__main__":

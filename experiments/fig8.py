@@ -12,10 +12,16 @@ skill runs (targets: unseen compositions using a held-out skill; SFT saw the ski
 atom, RL reintroduced it as atoms or inside compositions).
 
 Every interface key (``module``, ``skill-skill``, ``skill-routing``) with tied or positional units
-is scored; the checker's default (``module``, tied) is the primary prediction, fixed before
-looking. Reported per criterion: AUROC of the binary prediction and of a graded one (mean of the
-fractions of needed units identified and needed interfaces covered) against success, with 95%
-bootstrap intervals over runs, and the mean accuracy of predicted-reachable vs -unreachable targets.
+is scored, and the local criterion of Theorem 3.4 (``local``: every step's parent-children
+interface has a witness in the training support, ``hlsm.identify.local``); the checker's default
+(``module``, tied) is the primary prediction, fixed before looking. ``--sources protocol`` scores
+the protocol study's runs only. ``fig8_calibration.csv``: per criterion and scope, the graded
+prediction in five bins against the observed success rate; ``fig8_wrong.csv``: the local
+criterion's wrong calls with the target's unwitnessed interfaces. Reported per criterion: AUROC
+of the binary prediction and of a graded one (coverage keys: mean of the fractions of needed units
+identified and needed interfaces covered; local: the fraction of steps witnessed) against success,
+with 95% bootstrap intervals over runs, and the mean accuracy of predicted-reachable vs
+-unreachable targets.
 """
 
 from __future__ import annotations
@@ -28,10 +34,13 @@ import numpy as np
 from experiments import heldout, protocol
 from experiments.report import figure_parser, output_dir, provenance, save_figure, write_csv, write_json
 from experiments.runs import posthoc_eval
-from hlsm.identify import INTERFACES, identify, interfaces_of, units_of
+from hlsm.identify import INTERFACES, identify, interfaces_of, local_support, show_interface, units_of
 from hlsm.sft import make_split
 
-CRITERIA = [(key, pos) for key in INTERFACES for pos in (False, True)]
+# the pairwise-coverage criteria (one per interface key, tied or positional units) and the local
+# criterion of Theorem 3.4 (every step's parent-children interface witnessed; hlsm.identify.local)
+LOCAL = "local"
+CRITERIA = [(key, pos) for key in (*INTERFACES, LOCAL) for pos in (False, True)]
 PRIMARY = ("module", False)
 SUCCESS = 0.5  # a target counts as reached when the run's accuracy on it is at least this
 POSTHOC_N = 512  # items per target support (about 23 per held-out composition at L_train)
@@ -50,6 +59,9 @@ def support_compositions(split, names) -> list:
     return list(dict.fromkeys(c for n in names for c in split.support(n).enumerate()))
 
 
+SOURCES = ("protocol", "fig2")  # the protocol study's runs; fig2's held-out skill runs
+
+
 def run_sources(a) -> list[dict]:
     """Every run to score: its directory, training supports and target supports."""
     study = protocol.StudyConfig(a.preset, tuple(a.seeds), tuple(a.splits), ("grpo",), "core", a.workers, a.runs,
@@ -62,6 +74,8 @@ def run_sources(a) -> list[dict]:
         train = ("sft", "atoms") + (("rl",) if r["condition"] != "sft" else ())
         srcs.append({"source": "protocol", "split": r["split"], "seed": r["seed"], "condition": r["condition"],
                      "run": Path(a.runs) / r["run"], "spec": spec, "train": train, "targets": ("unseen", "deeper")})
+    if "fig2" not in a.sources:
+        return srcs
     finals, _ = heldout.run_units("fig2", a.preset, a.splits[:1], a.seeds, a.runs, a.workers,
                                   conditions=heldout.CONDITIONS[:5])  # without replay
     for r in finals:
@@ -88,7 +102,8 @@ def predictions(sources: list[dict]) -> list[dict]:
         for key, pos in CRITERIA:
             ck = (frozenset(comps), key, pos, depth)
             if ck not in cache:
-                cache[ck] = identify(comps, interface=key, positional=pos, max_depth=depth if pos else None)
+                cache[ck] = (local_support(comps, positional=pos, max_depth=depth) if key == LOCAL else
+                             identify(comps, interface=key, positional=pos, max_depth=depth if pos else None))
             idents[(key, pos)] = cache[ck]
         for sup, comp, a, n in targets:
             row = {"source": s["source"], "split": s["split"], "seed": s["seed"], "condition": s["condition"],
@@ -96,11 +111,16 @@ def predictions(sources: list[dict]) -> list[dict]:
                    "depth": len(comp), "n_items": n, "accuracy": a, "success": int(a >= SUCCESS)}
             for (key, pos), ident in idents.items():
                 reach = ident.reach(comp)
+                name = criterion_name(key, pos)
+                if key == LOCAL:  # graded: the fraction of the target's steps whose interface is witnessed
+                    row[f"pred[{name}]"], row[f"score[{name}]"] = int(reach.reachable), reach.score
+                    if not pos:
+                        row["local_missing"] = "; ".join(f"t={t}: {show_interface(i)}" for t, i in reach.missing)
+                    continue
                 needed_u = {u for c in units_of(comp, pos).values() for u in c}
                 needed_i = interfaces_of(comp, key)
                 frac_u = 1 - len(reach.unidentified) / len(needed_u)
                 frac_i = 1 - len(reach.uncovered) / len(needed_i) if needed_i else 1.0
-                name = criterion_name(key, pos)
                 row[f"pred[{name}]"] = int(reach.reachable)
                 row[f"score[{name}]"] = (frac_u + frac_i) / 2
             rows.append(row)
@@ -159,6 +179,25 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
+def calibration(rows: list[dict], bins: int = 5) -> list[dict]:
+    """Per scope x criterion x bin of the graded prediction: mean prediction, success rate, n."""
+    out = []
+    scopes = {f"{r['source']}:{r['target_set']}" for r in rows}
+    for scope in sorted(scopes):
+        sel = [r for r in rows if f"{r['source']}:{r['target_set']}" == scope]
+        for key, pos in CRITERIA:
+            col = f"score[{criterion_name(key, pos)}]"
+            for b in range(bins):
+                lo, hi = b / bins, (b + 1) / bins
+                inb = [r for r in sel if lo <= r[col] < hi or (b == bins - 1 and r[col] == 1.0)]
+                if inb:
+                    out.append({"scope": scope, "criterion": criterion_name(key, pos), "bin_lo": lo, "bin_hi": hi,
+                                "n": len(inb), "mean_prediction": float(np.mean([r[col] for r in inb])),
+                                "success_rate": float(np.mean([r["success"] for r in inb])),
+                                "mean_accuracy": float(np.mean([r["accuracy"] for r in inb]))})
+    return out
+
+
 def plot(summary: list[dict], rows: list[dict], stem: Path) -> None:
     import matplotlib
 
@@ -203,7 +242,10 @@ def plot(summary: list[dict], rows: list[dict], stem: Path) -> None:
 
 
 def main(argv=None) -> int:
-    a = figure_parser("python -m experiments.fig8", __doc__, protocol.PRESETS).parse_args(argv)
+    ap = figure_parser("python -m experiments.fig8", __doc__, protocol.PRESETS)
+    ap.add_argument("--sources", nargs="+", default=list(SOURCES), choices=SOURCES,
+                    help="which runs to score (default: both)")
+    a = ap.parse_args(argv)
     a.out = str(output_dir(a.out, a.preset))
     t0 = time.time()
     rows = predictions(run_sources(a))
@@ -211,6 +253,11 @@ def main(argv=None) -> int:
     out = Path(a.out)  # resolved by output_dir after parsing
     write_csv(summary, out / "fig8.csv")
     write_csv(rows, out / "fig8_targets.csv")
+    write_csv(calibration(rows), out / "fig8_calibration.csv")
+    local = f"pred[{criterion_name(LOCAL, False)}]"
+    write_csv([{k: r[k] for k in ("source", "condition", "split", "seed", "target_set", "composition", "accuracy",
+                                   "success", local, "local_missing")}
+               for r in rows if r[local] != r["success"]], out / "fig8_wrong.csv")
     plot(summary, rows, out / "fig8")
     write_json({"figure": "fig8", "args": vars(a), "seeds": a.seeds, "wall_s": time.time() - t0,
                 "provenance": provenance(), "success_threshold": SUCCESS, "posthoc_n": POSTHOC_N,
