@@ -24,18 +24,19 @@ GRPO_EVALS = (SEEN, RL_PROMPTS, UNSEEN)  # what a continuation is scored on at i
 
 
 def base_config(sft: dict, split: dict, seed: int) -> SFTConfig:
-    """A unit's SFT base: ``sft`` (SFTConfig fields) on ``split``; evaluated and checkpointed at every
-    fifth of its updates, so the plateau rule of ``experiments.regime`` can be read from its log."""
+    """A unit's SFT base: ``sft`` (SFTConfig fields) on ``split``; unless ``sft`` says otherwise,
+    scored on ``BASE_EVALS`` and checkpointed at every fifth of its updates, so the plateau rule of
+    ``experiments.regime`` can be read from its log."""
     every = max(1, sft["steps"] // 5)
-    return SFTConfig(**sft, split=split, seed=seed, eval_supports=BASE_EVALS, eval_every=every, ckpt_every=every,
-                     device="auto")
+    return SFTConfig(**{"eval_supports": BASE_EVALS, "eval_every": every, "ckpt_every": every, "device": "auto",
+                        **sft}, split=split, seed=seed)
 
 
 def grpo_config(grpo: dict, seed: int) -> GRPOConfig:
-    """A unit's GRPO continuation (``init`` is set by ``train_units``); logged every step."""
-    return GRPOConfig(**grpo, seed=seed, eval_supports=GRPO_EVALS, eval_every=0,
-                      ckpt_every=max(1, grpo["steps"] // 4), log_every=1)
-
+    """A unit's GRPO continuation (``init`` is set by ``train_units``); unless ``grpo`` says otherwise,
+    scored on ``GRPO_EVALS`` at its end, checkpointed every quarter, logged every step."""
+    return GRPOConfig(**{"eval_supports": GRPO_EVALS, "eval_every": 0, "ckpt_every": max(1, grpo["steps"] // 4),
+                         "log_every": 1, **grpo}, seed=seed)
 
 
 def train_units(plans: dict, base_of, runs="runs", workers: int = 0, progress: bool = True) -> dict:

@@ -19,7 +19,8 @@ the protocol study's runs only. ``fig8_calibration.csv``: per criterion and scop
 prediction in five bins against the observed success rate; ``fig8_wrong.csv``: the local
 criterion's wrong calls with the target's unwitnessed interfaces. Reported per criterion: AUROC
 of the binary prediction and of a graded one (coverage keys: mean of the fractions of needed units
-identified and needed interfaces covered; local: the fraction of steps witnessed) against success,
+identified and needed interfaces covered; local: the fraction of steps witnessed, and separately
+the witness count of the target's rarest interface) against success,
 with 95% bootstrap intervals over runs, and the mean accuracy of predicted-reachable vs
 -unreachable targets.
 """
@@ -114,6 +115,7 @@ def predictions(sources: list[dict]) -> list[dict]:
                 name = criterion_name(key, pos)
                 if key == LOCAL:  # graded: the fraction of the target's steps whose interface is witnessed
                     row[f"pred[{name}]"], row[f"score[{name}]"] = int(reach.reachable), reach.score
+                    row[f"witnesses[{name}]"] = reach.min_witnesses  # of the target's rarest interface
                     if not pos:
                         row["local_missing"] = "; ".join(f"t={t}: {show_interface(i)}" for t, i in reach.missing)
                     continue
@@ -168,12 +170,14 @@ def summarize(rows: list[dict]) -> list[dict]:
             name = criterion_name(key, pos)
             b = bootstrap_auroc(sel, f"pred[{name}]")
             g = bootstrap_auroc(sel, f"score[{name}]")
+            w = bootstrap_auroc(sel, f"witnesses[{name}]") if key == LOCAL else (float("nan"),) * 3
             yes = [r["accuracy"] for r in sel if r[f"pred[{name}]"]]
             no = [r["accuracy"] for r in sel if not r[f"pred[{name}]"]]
             out.append({"scope": scope, "criterion": name, "primary": (key, pos) == PRIMARY, "targets": len(sel),
                         "successes": sum(r["success"] for r in sel), "predicted_reachable": len(yes),
                         "auroc": b[0], "auroc_lo": b[1], "auroc_hi": b[2],
                         "auroc_graded": g[0], "auroc_graded_lo": g[1], "auroc_graded_hi": g[2],
+                        "auroc_witnesses": w[0], "auroc_witnesses_lo": w[1], "auroc_witnesses_hi": w[2],
                         "acc_if_reachable": float(np.mean(yes)) if yes else float("nan"),
                         "acc_if_unreachable": float(np.mean(no)) if no else float("nan")})
     return out
@@ -268,7 +272,9 @@ def main(argv=None) -> int:
               f"succ={s['successes']:4d} pred={s['predicted_reachable']:4d}  AUROC {s['auroc']:.3f} "
               f"[{s['auroc_lo']:.3f}, {s['auroc_hi']:.3f}]  graded {s['auroc_graded']:.3f} "
               f"[{s['auroc_graded_lo']:.3f}, {s['auroc_graded_hi']:.3f}]  acc reach/unreach "
-              f"{s['acc_if_reachable']:.3f}/{s['acc_if_unreachable']:.3f}")
+              f"{s['acc_if_reachable']:.3f}/{s['acc_if_unreachable']:.3f}"
+              + (f"  witnesses {s['auroc_witnesses']:.3f} [{s['auroc_witnesses_lo']:.3f}, "
+                 f"{s['auroc_witnesses_hi']:.3f}]" if s["auroc_witnesses"] == s["auroc_witnesses"] else ""))
     print(f"wall {time.time() - t0:.0f} s -> {out / 'fig8.png'}")
     return 0
 

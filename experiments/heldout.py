@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from experiments.engine import final_accuracy, train_units
+from experiments.engine import base_config, final_accuracy, grpo_config, train_units
 from experiments.report import (
     figure_parser,
     mean_ci,
@@ -41,7 +41,6 @@ from experiments.report import (
 )
 from hlsm.checkpoint import read_metrics
 from hlsm.control import labelled_control
-from hlsm.grpo import GRPOConfig
 from hlsm.names import (
     ATOMS,
     EVAL_HELDOUT_ATOMS,
@@ -53,7 +52,6 @@ from hlsm.names import (
     SFT,
     UNSEEN,
 )
-from hlsm.sft import SFTConfig
 from hlsm.support import DEFAULT_SPLIT
 
 SUPPORTS = (UNSEEN, RL_PROMPTS, EVAL_HELDOUT_ATOMS, SEEN)
@@ -103,15 +101,16 @@ def unit_configs(figure: str, preset: str, split: int, seed: int) -> dict[str, t
     p = PRESETS[preset]
     spec = split_spec(figure, split, preset)
     sft_kw = dict(p["sft"], steps=SETUPS[figure].get("sft_steps", {}).get(preset, p["sft"]["steps"]))
-    base = SFTConfig(**sft_kw, split=spec, seed=seed, train_supports=dict(SFT_MIX), eval_supports=SUPPORTS,
-                     eval_every=0, ckpt_every=max(1, sft_kw["steps"] // 4), device="auto")
+    # the engine's recipe, scored on this figure's supports; GRPO also every ``eval_every`` steps (curves)
+    base = base_config(dict(sft_kw, train_supports=dict(SFT_MIX), eval_supports=SUPPORTS, eval_every=0,
+                            ckpt_every=max(1, sft_kw["steps"] // 4)), spec, seed)
     g = p["grpo"]
     out = {"sft": ("sft", base)}
     for replay in (0.0, REPLAY):
         tag = "+replay" if replay else ""
         for arm, support in ARMS.items():
-            grpo = GRPOConfig(**g, seed=seed, rl_support=support, replay_fraction=replay, replay_support=SFT,
-                              eval_supports=SUPPORTS, ckpt_every=max(1, g["steps"] // 4), log_every=1)
+            grpo = grpo_config(dict(g, rl_support=support, replay_fraction=replay, replay_support=SFT,
+                                    eval_supports=SUPPORTS), seed)
             out[f"grpo_{arm}{tag}"] = ("grpo", grpo)
             # the same RL prompts per update in the same order, plus the same replayed SFT items
             out[f"control_{arm}{tag}"] = ("control", labelled_control(grpo, base))
