@@ -115,14 +115,19 @@ def _read_p0(parser, args):
         if args.rl:
             parser.error(f"--rl {' '.join(args.rl)} needs --p0 (the SFT policy's p0 on the RL compositions)")
         return None
+    return read_file(parser, f"--p0 {args.p0}", load_p0, args.p0)
+
+
+def read_file(parser, what: str, read, path):
+    """``read(path)``, or one ``parser.error`` line naming ``what`` and why it cannot be read."""
     try:
-        return load_p0(args.p0)
+        return read(path)
     except OSError as e:
-        parser.error(f"--p0 {args.p0}: cannot read it ({e.strerror})")
+        parser.error(f"{what}: cannot read it ({e.strerror})")
     except json.JSONDecodeError as e:
-        parser.error(f"--p0 {args.p0}: not valid JSON ({e.msg}, line {e.lineno} column {e.colno})")
+        parser.error(f"{what}: not valid JSON ({e.msg}, line {e.lineno} column {e.colno})")
     except ValueError as e:
-        parser.error(f"--p0 {args.p0}: {e}")
+        parser.error(f"{what}: {e}")
 
 
 def _rl_support(args, split, p0):
@@ -180,14 +185,7 @@ def main(argv=None) -> int:
     """Check the support named in ``argv``: print the report, or its JSON with ``--json -``."""
     parser = _parser()
     args = parser.parse_args(argv)
-    try:
-        obj = load(args.input)
-    except OSError as e:
-        parser.error(f"{args.input}: cannot read it ({e.strerror})")
-    except json.JSONDecodeError as e:
-        parser.error(f"{args.input}: not valid JSON ({e.msg}, line {e.lineno} column {e.colno})")
-    except ValueError as e:
-        parser.error(f"{args.input}: {e}")
+    obj = read_file(parser, args.input, load, args.input)
     split = obj if isinstance(obj, Split) else None
     train, source, targets = _read_supports(args, obj, split)
     kw = dict(positional=args.positional, interface=args.interface)
