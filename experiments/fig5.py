@@ -27,8 +27,9 @@ from experiments.report import figure_parser, mean_ci, output_dir, provenance, s
 from experiments.runs import cached_json
 from hlsm.names import EVAL_HELDOUT_ATOMS, probe_stream
 
-N_ITEMS = {"smoke": 16, "cpu": 192}  # items per probe support
-N_CAUSAL = {"smoke": 8, "cpu": 64}  # unseen items patched per (layer, t): causal patching regenerates
+N_ITEMS = {"tiny": 16, "smoke": 64, "cpu": 192, "smoke_chain_l2": 16, "cpu_chain_l2": 192}  # items per probe support
+# unseen items patched per (layer, t): causal patching regenerates
+N_CAUSAL = {"tiny": 8, "smoke": 16, "cpu": 64, "smoke_chain_l2": 8, "cpu_chain_l2": 64}
 MODELS = ("random", "sft", "rl", "control")
 LABELS = {"random": "random init", "sft": "SFT", "rl": "SFT + GRPO", "control": "SFT + labelled control"}
 TASKS = {  # target -> (condition name of sft / rl / control in its runs, probe item supports)

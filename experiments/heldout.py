@@ -83,14 +83,16 @@ PRESETS = {
                 grpo=dict(steps=100, prompts_per_step=16, group_size=8, lr=1e-4, eval_n=192, max_new_tokens=32,
                           eval_every=20)),
 }
+PRESETS["tiny"] = PRESETS["smoke"]  # the figures' pipeline-check preset name (experiments.protocol.PRESETS)
+SMALL = ("smoke", "tiny")  # presets that also shrink the task (4 skills, one held out)
 SFT_MIX = {SFT: 1.0, ATOMS: 0.25, HELDOUT_ATOMS: 0.1}  # SFT batch shares: compounds, kept atoms, held-out atoms
 
 
 def split_spec(figure: str, split: int, preset: str) -> dict:
     s = SETUPS[figure]
-    skills = s["skills"][:4] if preset == "smoke" and s["kind"] == "skill" else s["skills"]
+    skills = s["skills"][:4] if preset in SMALL and s["kind"] == "skill" else s["skills"]
     held = s["heldout"][split % len(s["heldout"])]
-    if preset == "smoke" and s["kind"] == "skill":
+    if preset in SMALL and s["kind"] == "skill":
         held = held[:1] if held[0] in skills else (skills[0],)
     return {"factory": "heldout", "heldout": list(held), "depth": 2, "skills": list(skills),
             "routings": list(s["routings"]), "partition_seed": split}
@@ -220,7 +222,7 @@ def plot(curve: list[dict], figure: str, stem: Path) -> None:
 
 
 def main(figure: str, argv=None, doc: str = __doc__) -> int:
-    ap = figure_parser(f"python -m experiments.{figure}", doc)
+    ap = figure_parser(f"python -m experiments.{figure}", doc, PRESETS)
     ap.set_defaults(splits=SETUPS[figure].get("splits", [0]))  # the committed figure's splits
     a = ap.parse_args(argv)
     a.out = str(output_dir(a.out, a.preset))

@@ -36,13 +36,19 @@ from hlsm.support import DEFAULT_SPLIT
 SUPPORTS = (SEEN, RL_PROMPTS, UNSEEN, DEEPER)
 
 # Per preset: the task (split), the model and SFT budget, and the GRPO budget every RL condition
-# shares. ``smoke`` and ``cpu`` are the regime the regime study chose (``experiments.regime.CHOSEN``,
-# docs/regime.md), so their core runs are that study's runs; ``*_chain_l2`` keep the first regime
+# shares. ``cpu`` (and ``tiny``) are the regime the regime study chose (``experiments.regime.CHOSEN``,
+# docs/regime.md), so the cpu core runs are that study's runs; ``*_chain_l2`` keep the first regime
 # by name: the prototype of docs/design.md §prototype (8 length-preserving skills chained at
 # L_train = 2, 64 compositions, ``values`` traces, learned positions) with ~35% of compositions held out.
 STUDY_SPLIT = dict(DEFAULT_SPLIT, sft=[0, 450], rl=[450, 650], heldout=[650, 1000])
 PRESETS = {
-    "smoke": regime.study_preset("smoke", regime.CHOSEN),
+    # seconds: a pipeline check in the chosen regime (what the tests run; it learns nothing yet)
+    "tiny": regime.study_preset("smoke", regime.CHOSEN),
+    # a few minutes on one core that visibly learn: the first regime's easy task at the trainers' smoke
+    # sizes (hlsm.sft / hlsm.grpo --preset smoke: seen ~0.9, GRPO reward above 0 and rising)
+    "smoke": dict(sft=dict(preset="smoke", steps=2000, batch_size=32, lr=3e-3, warmup_steps=20, eval_n=64),
+                  grpo=dict(steps=60, prompts_per_step=16, group_size=8, lr=1e-4, eval_n=64, max_new_tokens=24),
+                  split=dict(DEFAULT_SPLIT, sft=[0, 450], rl=[450, 650], heldout=[650, 1000]), n_deeper=64),
     "cpu": regime.study_preset("cpu", regime.CHOSEN),
     "smoke_chain_l2": dict(sft=dict(preset="smoke", steps=60, batch_size=16, lr=3e-3, warmup_steps=10, eval_n=32),
                            grpo=dict(steps=4, prompts_per_step=4, group_size=4, lr=3e-4, eval_n=32,

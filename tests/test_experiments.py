@@ -138,7 +138,7 @@ def test_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path):
 @pytest.mark.slow
 def test_protocol_smoke_writes_paired_rows_and_summary(tmp_path, capsys):
     out = tmp_path / "out"
-    rc = protocol.main(["--preset", "smoke", "--seeds", "0", "--splits", "0", "--conditions", "grpo",
+    rc = protocol.main(["--preset", "tiny", "--seeds", "0", "--splits", "0", "--conditions", "grpo",
                         "--runs", str(tmp_path / "runs"), "--out", str(out), "--workers", "1"])
     assert rc == 0
     rows = read_csv(out / "protocol.csv")
@@ -170,7 +170,7 @@ def smoke_figures(tmp_path_factory):
     from experiments import fig1, fig4
 
     root = tmp_path_factory.mktemp("figs")
-    flags = ["--preset", "smoke", "--seeds", "0", "--splits", "0", "--runs", str(root / "runs"),
+    flags = ["--preset", "tiny", "--seeds", "0", "--splits", "0", "--runs", str(root / "runs"),
              "--out", str(root / "out"), "--workers", "1"]
     assert fig1.main(flags) == 0
     n_runs = len(list((root / "runs").iterdir()))
@@ -215,13 +215,13 @@ def test_a_changed_config_is_not_served_from_the_cache(smoke_figures, capsys):
 
     root, _ = smoke_figures
     before = {p.name for p in (root / "runs").iterdir()}
-    old = protocol.PRESETS["smoke"]
+    old = protocol.PRESETS["tiny"]
     try:
-        protocol.PRESETS["smoke"] = dict(old, grpo=dict(old["grpo"], lr=1e-3))
-        assert fig1.main(["--preset", "smoke", "--seeds", "0", "--splits", "0", "--runs", str(root / "runs"),
+        protocol.PRESETS["tiny"] = dict(old, grpo=dict(old["grpo"], lr=1e-3))
+        assert fig1.main(["--preset", "tiny", "--seeds", "0", "--splits", "0", "--runs", str(root / "runs"),
                           "--out", str(root / "out2"), "--workers", "1"]) == 0
     finally:
-        protocol.PRESETS["smoke"] = old
+        protocol.PRESETS["tiny"] = old
     new = {p.name for p in (root / "runs").iterdir()} - before
     assert len(new) == 4  # grpo, grpo_atoms and their two controls are retrained; the SFT base is re-used
     meta = json.loads((root / "out2" / "fig1.json").read_text())
@@ -232,7 +232,7 @@ def test_a_changed_config_is_not_served_from_the_cache(smoke_figures, capsys):
 
 
 def _flags(root, out):
-    return ["--preset", "smoke", "--seeds", "0", "--splits", "0", "--runs", str(root / "runs"),
+    return ["--preset", "tiny", "--seeds", "0", "--splits", "0", "--runs", str(root / "runs"),
             "--out", str(root / out), "--workers", "1"]
 
 
@@ -311,11 +311,13 @@ def test_fig6_keeps_policies_and_starts_at_zero_drift(smoke_figures):
     assert fig6.main(_flags(root, "out6") + ["--every", "2"]) == 0
     rows = read_csv(root / "out6" / "fig6_units.csv")
     assert {r["condition"] for r in rows} == set(fig6.CONDITIONS)
+    steps = protocol.PRESETS["tiny"]["grpo"]["steps"]
+    kept = sorted({0, *range(2, steps + 1, 2), steps})  # every 2nd step and the last
     for r in rows:
-        assert sorted(snapshots(root / "runs" / r["run"])) == [0, 2, 4]
+        assert sorted(snapshots(root / "runs" / r["run"])) == kept
         if r["step"] == "0":  # the step-0 policy is the base itself
             assert float(r["kl"]) == pytest.approx(0.0, abs=1e-6) and float(r["rel_change"]) == 0.0
-    control = [r for r in rows if r["condition"] == "control" and r["step"] == "4"]
+    control = [r for r in rows if r["condition"] == "control" and r["step"] == str(steps)]
     assert float(control[0]["rel_change"]) > 0  # labelled updates always move the weights
 
 
@@ -393,9 +395,9 @@ def test_the_cpu_presets_core_runs_are_the_regime_studys_runs():
     from experiments import regime
     from experiments.runs import config_key
 
-    for preset in ("smoke", "cpu"):
+    for preset, sizes in (("tiny", "smoke"), ("cpu", "cpu")):
         unit = protocol.unit_configs(protocol.StudyConfig(preset=preset), 1, 2)
-        plan = regime.unit_plan(preset, regime.CHOSEN, 1, 2, rl=True)
+        plan = regime.unit_plan(sizes, regime.CHOSEN, 1, 2, rl=True)
         assert set(plan) <= set(unit)
         for name, (kind, cfg) in plan.items():
             assert unit[name][0] == kind and config_key(kind, unit[name][1].to_dict()) == config_key(
