@@ -131,13 +131,16 @@ def predictions(sources: list[dict]) -> list[dict]:
 
 def auroc(score, label) -> float:
     """P(score of a success > score of a failure), ties counted half; nan without both classes."""
+    from scipy.stats import rankdata
+
     score, label = np.asarray(score, float), np.asarray(label, bool)
-    pos, neg = score[label], score[~label]
-    if not len(pos) or not len(neg):
+    n_pos, n_neg = int(label.sum()), int((~label).sum())
+    if not n_pos or not n_neg:
         return float("nan")
-    greater = (pos[:, None] > neg[None, :]).mean()
-    ties = (pos[:, None] == neg[None, :]).mean()
-    return float(greater + 0.5 * ties)
+    # Mann-Whitney: with average ranks for ties, (rank sum of successes - its minimum) / (n_pos n_neg)
+    # is exactly the pairwise P(greater) + P(tie) / 2, in O(n log n) instead of O(n_pos n_neg)
+    ranks = rankdata(score)
+    return float((ranks[label].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def bootstrap_auroc(rows: list[dict], col: str, reps: int = 1000, seed: int = 0) -> tuple[float, float, float]:

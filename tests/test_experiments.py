@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import assume, given
+from hypothesis import strategies as st
 from scipy import stats
 
 from experiments import protocol
@@ -278,6 +281,17 @@ def test_auroc_counts_ties_half_and_needs_both_classes():
     assert auroc([1, 1, 1], [1, 0, 0]) == 0.5  # a constant prediction is chance
     assert auroc([1, 0, 1, 0], [1, 1, 0, 0]) == 0.5
     assert math.isnan(auroc([0.3, 0.4], [1, 1]))
+
+
+@given(st.lists(st.tuples(st.integers(0, 3), st.booleans()), min_size=2, max_size=40))
+def test_auroc_by_ranks_equals_the_pairwise_definition(pairs):
+    from experiments.fig8 import auroc
+
+    score, label = np.array([s / 3 for s, _ in pairs]), np.array([y for _, y in pairs])
+    assume(label.any() and not label.all())
+    pos, neg = score[label], score[~label]
+    want = (pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()
+    assert auroc(score, label) == pytest.approx(want, abs=1e-12)
 
 
 @pytest.mark.slow
