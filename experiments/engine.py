@@ -67,3 +67,17 @@ def deeper_accuracy(run: Path, split: dict, n: int, seed: int) -> dict[int, floa
     """depth -> greedy accuracy of a finished run on ``n`` items of ``split``'s ``deeper`` support (post
     hoc, cached in the run directory, so every study and figure reads the same numbers)."""
     return {int(r["group"]): float(r["answer"]) for r in posthoc_eval(run, split, (DEEPER,), n, seed, by=("depth",))}
+
+
+def parallel(fn, jobs: list[tuple], workers: int = 0) -> list:
+    """``[fn(*job) for job in jobs]``, on a pool of ``workers`` single-thread processes (0: one per
+    core) when there is more than one job; ``fn`` must be importable (a module-level function)."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    workers = min(workers or os.cpu_count() or 1, len(jobs))
+    if workers <= 1:
+        return [fn(*job) for job in jobs]
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        return list(pool.map(fn, *zip(*jobs)))

@@ -19,12 +19,10 @@ ours. Every number is a mean over units with a 95% t-interval.
 from __future__ import annotations
 
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 from experiments import protocol
-from experiments.engine import deeper_accuracy
+from experiments.engine import deeper_accuracy, parallel
 from experiments.report import (
     figure_parser,
     mean_ci,
@@ -60,12 +58,7 @@ def unit_rows(cfg: protocol.StudyConfig, rows: list[dict]) -> list[dict]:
         acc[(r["split"], r["seed"], r["condition"])][1][r["support"]] = r["accuracy"]
     jobs = [(key, (Path(cfg.runs) / run, dict(p["split"], partition_seed=key[0], deeper=[depth + 1, depth + 2]),
                    p["sft"]["eval_n"], p["n_deeper"], key[1])) for key, (run, _) in sorted(acc.items())]
-    workers = cfg.workers or 2
-    if workers > 1:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            results = list(pool.map(_depths, [a for _, a in jobs]))
-    else:
-        results = [_depths(a) for _, a in jobs]
+    results = parallel(_depths, [a for _, a in jobs], cfg.workers)
     out = []
     for ((sp, seed, cond), _), (atoms, deeper) in zip(jobs, results):
         got = acc[(sp, seed, cond)][1]
@@ -75,8 +68,7 @@ def unit_rows(cfg: protocol.StudyConfig, rows: list[dict]) -> list[dict]:
     return out
 
 
-def _depths(args):
-    run, split, n, n_deeper, seed = args
+def _depths(run, split, n, n_deeper, seed):
     atoms = next(float(r["answer"]) for r in posthoc_eval(run, split, (EVAL_ATOMS,), n, seed, by=("all",)))
     return atoms, deeper_accuracy(run, split, n_deeper, seed)
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from experiments import regime
-from experiments.engine import base_config, deeper_accuracy, final_accuracy, grpo_config, train_units
+from experiments.engine import base_config, deeper_accuracy, final_accuracy, grpo_config, parallel, train_units
 from experiments.report import figure_parser, mean_ci, output_dir, provenance, save_figure, write_csv, write_json
 from hlsm.checkpoint import read_metrics
 from hlsm.control import labelled_control
@@ -194,13 +194,17 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> list[dict]:
     units = [(sp, s) for sp in cfg.splits for s in cfg.seeds]
     plans = {u: unit_configs(cfg, *u) for u in units}
     dirs = train_units(plans, lambda name: CONDITIONS[name][0], cfg.runs, cfg.workers, progress)
+    p = PRESETS[cfg.preset]
+    keys = [(u, name) for u in units for name in plans[u]]
+    splits = {u: dict(p["split"], partition_seed=u[0]) for u in units}
+    deeper = parallel(deeper_accuracy, [(dirs[k], splits[k[0]], p["n_deeper"], k[0][1]) for k in keys], cfg.workers)
+    deeper = dict(zip(keys, deeper))
     rows = []
     for u in units:
         for name, (kind, _) in plans[u].items():
             run = dirs[(u, name)]
             acc, extra = final_accuracy(run), grpo_stats(run) if kind == "grpo" else {}
-            split = dict(PRESETS[cfg.preset]["split"], partition_seed=u[0])
-            acc[DEEPER] = deeper_accuracy(run, split, PRESETS[cfg.preset]["n_deeper"], u[1])[split["depth"] + 1]
+            acc[DEEPER] = deeper[(u, name)][p["split"]["depth"] + 1]
             for sup in SUPPORTS:
                 rows.append({"split": u[0], "seed": u[1], "condition": name, "base": CONDITIONS[name][0],
                              "kind": kind, "support": sup, "accuracy": acc.get(sup), **extra,
