@@ -69,9 +69,15 @@ def deeper_accuracy(run: Path, split: dict, n: int, seed: int) -> dict[int, floa
     return {int(r["group"]): float(r["answer"]) for r in posthoc_eval(run, split, (DEEPER,), n, seed, by=("depth",))}
 
 
+def deeper_split(spec: dict) -> dict:
+    """``spec`` with its deeper support at L_train + 1 and + 2 (what every figure scores as deeper)."""
+    return dict(spec, deeper=[spec["depth"] + 1, spec["depth"] + 2])
+
+
 def parallel(fn, jobs: list[tuple], workers: int = 0) -> list:
-    """``[fn(*job) for job in jobs]``, on a pool of ``workers`` single-thread processes (0: one per
-    core) when there is more than one job; ``fn`` must be importable (a module-level function)."""
+    """``[fn(*job) for job in jobs]``, on a pool of ``workers`` processes (0: one per core) when there
+    is more than one job; ``fn`` must be importable (a module-level function) and set its own torch
+    threads (``posthoc_eval`` takes one)."""
     import os
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context

@@ -1,6 +1,6 @@
 """Figure 1 and Table 1 (Finding 1): RL gains over SFT on seen vs unseen compositions, and by depth.
 
-    python -m experiments.fig1 [--preset smoke|cpu] [--seeds 0 1 2] [--splits 0 1] [--out paper_figures]
+    python -m experiments.fig1 [--preset tiny|smoke|cpu|...] [--seeds 0 1 2] [--splits 0 1] [--out paper_figures]
 
 The runs are the protocol study's (``experiments.protocol``; same configs, so the same cached
 runs): per (composition split, seed) unit an SFT base, GRPO from it on compositions beyond the
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from experiments import protocol
-from experiments.engine import deeper_accuracy, parallel
+from experiments.engine import deeper_accuracy, deeper_split, parallel
 from experiments.report import (
     figure_parser,
     mean_ci,
@@ -56,7 +56,7 @@ def unit_rows(cfg: protocol.StudyConfig, rows: list[dict]) -> list[dict]:
     acc = {(r["split"], r["seed"], r["condition"]): (r["run"], {}) for r in rows}
     for r in rows:
         acc[(r["split"], r["seed"], r["condition"])][1][r["support"]] = r["accuracy"]
-    jobs = [(key, (Path(cfg.runs) / run, dict(p["split"], partition_seed=key[0], deeper=[depth + 1, depth + 2]),
+    jobs = [(key, (Path(cfg.runs) / run, deeper_split(dict(p["split"], partition_seed=key[0])),
                    p["sft"]["eval_n"], p["n_deeper"], key[1])) for key, (run, _) in sorted(acc.items())]
     results = parallel(_depths, [a for _, a in jobs], cfg.workers)
     out = []
@@ -120,6 +120,7 @@ def table1(urows: list[dict], depth: int) -> tuple[list[dict], str]:
         if not any(n for _, _, n in diffs):
             continue
         paper = round(PAPER_TABLE1[a] - PAPER_TABLE1[b], 1) if a in PAPER_TABLE1 and b in PAPER_TABLE1 else None
+        # (on a difference row the paper column holds the paper's difference, in points)
         out.append({"setting": f"{a} - {b}", "label": f"{LABELS[a]} minus {LABELS[b]}", "paper_accuracy_pct": paper,
                     **{name: m for (_, name), (m, _, _) in zip(sets, diffs)},
                     **{f"{name} ci95": h for (_, name), (_, h, _) in zip(sets, diffs)}, "n": diffs[0][2]})

@@ -68,7 +68,7 @@ def run_sources(a) -> list[dict]:
     study = protocol.StudyConfig(a.preset, tuple(a.seeds), tuple(a.splits), ("grpo",), "core", a.workers, a.runs,
                                  a.out)
     srcs = []
-    for r in protocol.run_study(study):
+    for r in protocol.run_study(study) if "protocol" in a.sources else []:
         if r["support"] != "unseen" or r["condition"] not in ("sft", "grpo", "control"):
             continue
         spec = dict(protocol.PRESETS[a.preset]["split"], partition_seed=r["split"])
@@ -253,6 +253,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sources", nargs="+", default=list(SOURCES), choices=SOURCES,
                     help="which runs to score (default: both)")
     a = ap.parse_args(argv)
+    if "fig2" in a.sources and a.preset not in heldout.PRESETS:
+        ap.error(f"--preset {a.preset}: fig2's runs have no such preset (allowed: {', '.join(heldout.PRESETS)}); "
+                 f"add --sources protocol")
     a.out = str(output_dir(a.out, a.preset))
     t0 = time.time()
     rows = predictions(run_sources(a))

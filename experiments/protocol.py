@@ -1,6 +1,6 @@
 """The RL protocol study: which SFT / GRPO settings make held-out gains real, against the labelled control.
 
-    python -m experiments.protocol [--preset smoke|cpu] [--seeds 0 1 2] [--splits 0 1] [--tier core|all]
+    python -m experiments.protocol [--preset tiny|smoke|cpu|...] [--seeds 0 1 2] [--splits 0 1] [--tier core|all]
 
 For every (composition split, seed) unit it trains SFT bases, then from each base GRPO variants
 and the control every claim must beat: *continued SFT with labels on exactly the RL prompts*
@@ -26,7 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from experiments import regime
-from experiments.engine import base_config, deeper_accuracy, final_accuracy, grpo_config, parallel, train_units
+from experiments.engine import (
+    base_config,
+    deeper_accuracy,
+    deeper_split,
+    final_accuracy,
+    grpo_config,
+    parallel,
+    train_units,
+)
 from experiments.report import figure_parser, mean_ci, output_dir, provenance, save_figure, write_csv, write_json
 from hlsm.checkpoint import read_metrics
 from hlsm.control import labelled_control
@@ -69,7 +77,9 @@ BASES = {
     "sft_rope": {"model": {"pos": "rope"}},
     "sft_nopos": {"model": {"pos": "none"}},
     # Finding 4 (bottom): the two arms get equal budgets, half the main base's (for compute)
-    "sft_compounds": {"train_supports": {"sft": 1.0}, "steps": 0.5},  # atoms only inside compositions
+    # atoms only inside compositions (where the split's sft support also holds depth-1 traces, as the
+    # chosen regime's sft_depths (1, 2, 3) does, the few atoms among them remain)
+    "sft_compounds": {"train_supports": {"sft": 1.0}, "steps": 0.5},
     "sft_atoms": {"train_supports": {"atoms": 1.0}, "steps": 0.5},  # atoms only as L = 1 traces
 }
 
@@ -113,7 +123,7 @@ MULTIPLIERS = ("lr", "prompts_per_step", "steps")  # overrides given as a factor
 
 @dataclass
 class StudyConfig:
-    preset: str = "cpu"  # smoke | cpu (paper: use a GPU; not run here)
+    preset: str = "cpu"  # a key of PRESETS: tiny | smoke | cpu | smoke_chain_l2 | cpu_chain_l2
     seeds: tuple = (0, 1, 2)  # training seeds
     splits: tuple = (0, 1)  # partition seeds: which compositions are SFT / RL / held out
     conditions: tuple = ()  # condition names; () = every condition of the tier
@@ -196,7 +206,7 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> list[dict]:
     dirs = train_units(plans, lambda name: CONDITIONS[name][0], cfg.runs, cfg.workers, progress)
     p = PRESETS[cfg.preset]
     keys = [(u, name) for u in units for name in plans[u]]
-    splits = {u: dict(p["split"], partition_seed=u[0]) for u in units}
+    splits = {u: deeper_split(dict(p["split"], partition_seed=u[0])) for u in units}
     deeper = parallel(deeper_accuracy, [(dirs[k], splits[k[0]], p["n_deeper"], k[0][1]) for k in keys], cfg.workers)
     deeper = dict(zip(keys, deeper))
     rows = []

@@ -87,7 +87,7 @@ CONDITIONS = {
                                              "sft_depths": [1, 2, 3]}),
 }
 # The condition the study chose (docs/regime.md; the first to meet all four criteria over 2 x 3
-# units): the task and model of every figure's ``cpu`` and ``smoke`` presets (``experiments.protocol.PRESETS``)
+# units): the task and model of the figures' ``cpu`` and ``tiny`` presets (``experiments.protocol.PRESETS``)
 CHOSEN = "explicit_nopos_d123_cov10"
 RL_ARMS = {"grpo": RL, "grpo_atoms": RL_ATOMS}  # GRPO arm -> its RL support (each with a control)
 

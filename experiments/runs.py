@@ -116,8 +116,10 @@ def run_all(jobs: list[tuple[str, object]], root="runs", workers: int = 0,
     from tqdm import tqdm
 
     workers = workers or min(len(jobs), os.cpu_count() or 1)
-    todo = [i for i, (kind, cfg) in enumerate(jobs) if not is_finished(run_dir(kind, cfg, root), cfg)]
     out = [run_dir(kind, cfg, root) for kind, cfg in jobs]
+    # one job per run directory: two names for one config (e.g. a variant equal to its base) train once
+    first = {d: i for i, d in reversed(list(enumerate(out)))}
+    todo = [i for i, (kind, cfg) in enumerate(jobs) if first[out[i]] == i and not is_finished(out[i], cfg)]
     kinds = Counter(jobs[i][0] for i in todo)  # one bar per phase: what it trains, done / total, ETA
     bar = tqdm(total=len(todo), disable=not progress or not todo, unit="run",
                desc="training " + " + ".join(f"{n} {k}" for k, n in kinds.items()))
@@ -168,7 +170,7 @@ def posthoc_eval(run: Path, split_spec: dict, supports: tuple[str, ...], n: int,
         fmt, gran = sft.get("fmt", "values"), sft.get("granularity", 1)
     model, _ = load_policy(run)
     rows = evaluate(model, make_split(split_spec), supports, n=n, seed=seed, fmt=fmt, granularity=gran, by=by)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # two processes may evaluate the same run
     write_csv(rows, tmp)
     os.replace(tmp, path)
     with open(path) as f:
@@ -184,7 +186,7 @@ def cached_json(run: Path, kind: str, args: dict, compute, *call_args):
     if path.exists():
         return json.loads(path.read_text())
     value = compute(*call_args)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(value, default=float))
     os.replace(tmp, path)
     return value

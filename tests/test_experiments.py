@@ -14,7 +14,7 @@ from scipy import stats
 
 from experiments import protocol
 from experiments.report import mean_ci, read_csv
-from experiments.runs import config_key, is_finished, run_dir, sft_run
+from experiments.runs import config_key, is_finished, run_all, run_dir, sft_run
 from hlsm.sft import SFTConfig
 from tests.test_sft import tiny_cfg
 
@@ -128,6 +128,13 @@ def test_an_interrupted_run_resumes(tmp_path):
     (d / "policy.pt").unlink()  # as if killed after the last checkpoint
     before = len(read_csv(d / "eval.csv"))
     assert sft_run(cfg, tmp_path) == d and is_finished(d, cfg) and len(read_csv(d / "eval.csv")) == before
+
+
+def test_two_names_for_one_config_train_one_run(tmp_path):
+    # e.g. the variant base sft_nopos in a regime that already has no positions: one directory, trained once
+    cfg = tiny_cfg(split=tiny_cfg().split.to_dict())
+    a, b = run_all([("sft", cfg), ("sft", cfg)], tmp_path, workers=2, progress=False)
+    assert a == b and is_finished(a, cfg) and len(list(tmp_path.iterdir())) == 1
 
 
 def test_a_run_killed_before_its_first_checkpoint_starts_over(tmp_path):
