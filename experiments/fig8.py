@@ -35,7 +35,15 @@ import numpy as np
 from experiments import heldout, protocol
 from experiments.report import figure_parser, output_dir, provenance, save_figure, write_csv, write_json
 from experiments.runs import posthoc_eval
-from hlsm.identify import INTERFACES, identify, interfaces_of, local_support, show_interface, units_of
+from hlsm.identify import (
+    INTERFACES,
+    identify,
+    interfaces_of,
+    local_support,
+    parse_composition,
+    show_interface,
+    units_of,
+)
 from hlsm.sft import make_split
 
 # the pairwise-coverage criteria (one per interface key, tied or positional units) and the local
@@ -49,11 +57,6 @@ POSTHOC_N = 512  # items per target support (about 23 per held-out composition a
 
 def criterion_name(key: str, positional: bool) -> str:
     return f"{key}{' positional' if positional else ''}"
-
-
-def parse_composition(name: str):
-    """Inverse of hlsm.evaluate.composition_name: 'chain.reverse+chain.shift_up' -> composition."""
-    return tuple(tuple(step.split(".")) for step in name.split("+"))
 
 
 def support_compositions(split, names) -> list:

@@ -78,16 +78,19 @@ def trainer_parser(prog: str, doc: str, config_cls, presets: dict, choices: dict
         elif f.type in ("int", "float", "str"):
             p.add_argument(flag, type={"int": int, "float": float, "str": str}[f.type], **kw)
         else:
-            p.add_argument(flag, type=_json(flag), metavar="JSON", **kw)
+            p.add_argument(flag, type=_json(tuple if f.type == "tuple" else None), metavar="JSON", **kw)
     return p
 
 
-def _json(flag: str):
+def _json(as_tuple=None):
+    """A flag's JSON parser; a tuple field's JSON list becomes a tuple, as its config expects."""
+
     def parse(text: str):
         try:
-            return json.loads(text)
+            value = json.loads(text)
         except json.JSONDecodeError as e:
             raise argparse.ArgumentTypeError(f"not valid JSON ({e.msg} at character {e.pos}): {text!r}") from None
+        return as_tuple(value) if as_tuple and isinstance(value, list) else value
     parse.__name__ = "JSON"
     return parse
 
@@ -116,10 +119,11 @@ def check_init(init: str, required: bool) -> None:
         raise ValueError(f"--init {init}: a GRPO run; start from an SFT run (its config holds the split)")
 
 
-def build_config(parser: argparse.ArgumentParser, make, out: str, resume: bool, init_required: bool = False):
+def build_config(parser: argparse.ArgumentParser, make, out: str, resume: bool, init_required: bool = False,
+                 check=None):
     """``make()``'s config, checked before anything is written: its ``validate()``, its device, its
-    ``init`` (``check_init``) and ``--out`` (no run there unless ``--resume``). Any failure is one
-    ``parser.error`` line (exit status 2)."""
+    ``init`` (``check_init``), the trainer's own ``check(cfg)`` and ``--out`` (no run there unless
+    ``--resume``). Any failure (a ValueError) is one ``parser.error`` line (exit status 2)."""
     from hlsm.distributed import resolve_device
 
     try:
@@ -127,6 +131,8 @@ def build_config(parser: argparse.ArgumentParser, make, out: str, resume: bool, 
         cfg.validate()
         resolve_device(cfg.device)
         check_init(cfg.init, init_required)
+        if check:
+            check(cfg)
     except (ValueError, FileNotFoundError) as e:
         parser.error(str(e))
     from hlsm.checkpoint import CONFIG

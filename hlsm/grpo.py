@@ -593,6 +593,18 @@ def _reward_head(m: dict) -> str:
     return f"reward {m['reward_mean']:.3f} " if m else ""
 
 
+def run_split(cfg: GRPOConfig):
+    """The split a GRPO run trains on: ``cfg.split`` if given (checked for leakage: a LeakageError, a
+    ValueError, if an evaluation item could occur in training), else its init run's."""
+    from hlsm.sft import make_split
+
+    if cfg.split is None:
+        return make_split(read_config(cfg.init)["split"])
+    split = make_split(cfg.split)
+    split.check_disjoint()
+    return split
+
+
 def train(cfg: GRPOConfig, out, resume: bool = False, progress: bool = True,
           snapshot_every: int = 0) -> GRPOResult:
     """Run (or with ``resume``, continue) GRPO from the SFT run ``cfg.init`` into ``out``.
@@ -603,16 +615,13 @@ def train(cfg: GRPOConfig, out, resume: bool = False, progress: bool = True,
     from tqdm import tqdm
 
     from hlsm.evaluate import evaluate, read_csv, write_csv
-    from hlsm.sft import make_split
 
     cfg.validate()
     dist = init_distributed(cfg.device)
     main, out = dist.is_main, Path(out)
     try:
-        model, split, fmt, gran = load_init(cfg.init, dist.device)
-        if cfg.split is not None:
-            split = make_split(cfg.split)
-            split.check_disjoint()  # LeakageError (a ValueError) if an eval item could occur in training
+        model, _, fmt, gran = load_init(cfg.init, dist.device)
+        split = run_split(cfg)
         cfg.check_split(split)
         trainer = GRPO(cfg, model, split, fmt, gran, dist)
         if main:
@@ -678,10 +687,8 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     given = given_config(args, GRPOConfig)
-    if isinstance(given.get("eval_supports"), list):
-        given["eval_supports"] = tuple(given["eval_supports"])
     cfg = build_config(p, lambda: GRPOConfig.from_preset(args.preset, **given), args.out, args.resume,
-                       init_required=True)
+                       init_required=True, check=lambda c: c.check_split(run_split(c)))
     try:
         result = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     except (NonFiniteLossError, ValueError) as e:

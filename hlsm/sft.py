@@ -443,8 +443,6 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     given = given_config(args, SFTConfig)
-    if isinstance(given.get("eval_supports"), list):
-        given["eval_supports"] = tuple(given["eval_supports"])
     cfg = build_config(p, lambda: SFTConfig.from_preset(given.pop("preset", "smoke"), **given), args.out,
                        args.resume)
     try:

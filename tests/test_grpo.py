@@ -328,6 +328,10 @@ def test_cli_runs_and_prints_a_summary(sft_run, tmp_path, capsys):
         main([*args[:-1], "--group-size", "1"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "GRPOConfig.group_size" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as e:  # a support the init run's split lacks: checked before training too
+        main([*args[:1], str(sft_run), "--out", str(tmp_path / "cli2"), "--rl-support", "nosuch"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "nosuch" in err and not (tmp_path / "cli2").exists()
 
 
 def _ddp_worker(rank: int, world: int, port: int, cfg: dict, out: str) -> None:
