@@ -1,26 +1,31 @@
 """Findings 2 and 3: held-out skills (fig2) or routings (fig3) reintroduced in RL as atoms vs in compositions.
 
-    python -m experiments.fig2 [--preset smoke|cpu] [--seeds 0 1 2] [--splits 0]
+    python -m experiments.fig2 [--preset tiny|cpu] [--seeds 0 1 2] [--splits 0 1] [--replay]
     python -m experiments.fig3 ...
 
-Per (split, seed) unit: an SFT base whose compositions never use the held-out modules. SFT shows
-them only in isolation, as L = 1 atoms (``heldout_atoms``): a policy trained from scratch that
-never saw a module has p0 = 0 on it and GRPO gets no reward to learn from, so "held out of SFT"
-here means "held out of SFT's compositions". From that base, four continuations of equal budget:
+The task and model are the chosen regime's (``experiments.protocol.PRESETS``, docs/regime.md):
+explicit traces, no position encoding, L_train = 3 over 8 skills x 3 routings, SFT on L = 1, 2, 3
+compounds of 10% of the compositions it may use. Per (split, seed) unit: an SFT base whose
+compositions never use the held-out modules. SFT shows them only in isolation, as L = 1 atoms
+(``heldout_atoms``): a policy trained from scratch that never saw a module has p0 = 0 on it and
+GRPO gets no reward to learn from, so "held out of SFT" here means "held out of SFT's
+compositions". From that base, continuations of equal budget:
 
 - ``grpo_atoms`` / ``grpo_composed``: GRPO whose prompts reintroduce the held-out modules as atoms
-  (``rl_atoms``) or inside depth-L compositions (``rl_composed``);
-- ``control_atoms`` / ``control_composed``: continued SFT with labels on exactly the prompts each
-  GRPO arm samples, in the same order (``hlsm.control.labelled_control``), the comparison RL must win;
-- the same four with ``+replay``: each step also trains on labelled SFT sequences (half as many as
-  RL prompts; GRPO's replay NLL term, the control's batch mix), the protocol study's best guard
-  against forgetting.
+  (``rl_atoms``) or inside depth-L compositions (``rl_composed``); fig3 also ``grpo_shallow``, the
+  held-out routing reintroduced inside depth L - 1 compositions (``rl_shallow``: shallow vs deep);
+- ``control_<arm>``: continued SFT with labels on exactly the prompts each GRPO arm samples, in
+  the same order (``hlsm.control.labelled_control``), the comparison RL must win;
+- with ``--replay``, the same with ``+replay``: each step also trains on labelled SFT sequences
+  (half as many as RL prompts; GRPO's replay NLL term, the control's batch mix).
 
-Every continuation is scored every ``eval_every`` steps on the same items: ``unseen`` (compositions
-using a held-out module that no run trains on: the claim's set), ``rl_prompts`` (the composed
-arm's RL compositions, fresh inputs), ``eval_heldout_atoms`` (fresh inputs) and ``seen`` (the SFT
-compositions: forgetting). The split index picks which modules are held out and the composition
-partition. Writes ``figN.{png,pdf,csv,json}``, ``figN_curves.csv`` and ``figN_units.csv``.
+Every continuation is scored at steps 0, half and end on the same items: ``unseen``
+(compositions at L_train using a held-out module that no run trains on: the claim's set),
+``deeper`` (the same at L_train + 1), ``rl_prompts`` (the composed arm's RL compositions, fresh
+inputs), ``eval_heldout_atoms`` (fresh inputs) and ``seen`` (the SFT compositions: forgetting).
+Each GRPO arm's regime is logged: its first-step reward (p0 on its prompts) and the fraction of
+tied groups. The split index picks which modules are held out and the composition partition.
+Writes ``figN.{png,pdf,csv,json}``, ``figN_curves.csv`` and ``figN_units.csv``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from experiments import protocol
 from experiments.engine import base_config, final_accuracy, grpo_config, train_units
 from experiments.report import (
     figure_parser,
@@ -43,75 +49,69 @@ from hlsm.checkpoint import read_metrics
 from hlsm.control import labelled_control
 from hlsm.names import (
     ATOMS,
+    DEEPER,
     EVAL_HELDOUT_ATOMS,
     HELDOUT_ATOMS,
     RL_ATOMS,
     RL_COMPOSED,
     RL_PROMPTS,
+    RL_SHALLOW,
     SEEN,
     SFT,
     UNSEEN,
 )
-from hlsm.support import DEFAULT_SPLIT
 
-SUPPORTS = (UNSEEN, RL_PROMPTS, EVAL_HELDOUT_ATOMS, SEEN)
-ARMS = {"atoms": RL_ATOMS, "composed": RL_COMPOSED}  # reintroduction arm -> the split's RL support
+SUPPORTS = (UNSEEN, DEEPER, RL_PROMPTS, EVAL_HELDOUT_ATOMS, SEEN)
+ARMS = {"atoms": RL_ATOMS, "composed": RL_COMPOSED, "shallow": RL_SHALLOW}  # arm -> the split's RL support
 REPLAY = 0.5  # "+replay" conditions: labelled SFT sequences per step, as a fraction of the RL prompts
-CONDITIONS = ("sft", "grpo_atoms", "grpo_composed", "control_atoms", "control_composed", "grpo_atoms+replay",
-              "grpo_composed+replay", "control_atoms+replay", "control_composed+replay")
+CURVE_POINTS = 2  # continuations are scored every 1/CURVE_POINTS of their updates and at step 0 (curves)
 
-# Per figure: which modules each split index holds out (cycled), from which inventory.
-SKILLS = tuple(DEFAULT_SPLIT["skills"])
+# Per figure: which modules each split index holds out (cycled) and its reintroduction arms.
 SETUPS = {
     "fig2": dict(kind="skill", heldout=[("swap_pairs", "atbash"), ("rotate_left", "shift_down"),
-                                        ("reverse", "shift_up")],
-                 skills=SKILLS, routings=("chain",), splits=[0, 1]),
-    # three routings are harder to learn than one: at the shared 1,500 updates the base reached only
-    # 44% on its SFT compositions (seed 1), at 3,000 it reaches 97%
-    "fig3": dict(kind="routing", heldout=[("map_halves",), ("twice",)],
-                 skills=SKILLS[:6], routings=("chain", "twice", "map_halves"), sft_steps={"cpu": 3000},
-                 splits=[0, 1]),
+                                        ("reverse", "shift_up")], arms=("atoms", "composed")),
+    "fig3": dict(kind="routing", heldout=[("map_halves",), ("twice",)], arms=("atoms", "composed", "shallow")),
 }
-# A figure may give its SFT base another budget per preset (``sft_steps``, as fig3 does).
-PRESETS = {
-    "smoke": dict(sft=dict(preset="smoke", steps=60, batch_size=16, lr=3e-3, warmup_steps=10, eval_n=24),
-                  grpo=dict(steps=4, prompts_per_step=4, group_size=4, lr=3e-4, eval_n=24, max_new_tokens=24,
-                            eval_every=2)),
-    # half the protocol study's SFT budget (compute: 3 bases per figure), the protocol's GRPO budget
-    "cpu": dict(sft=dict(preset="cpu", steps=1500, batch_size=64, micro_batch_size=32, lr=1e-3,
-                         warmup_steps=100, eval_n=192),
-                grpo=dict(steps=100, prompts_per_step=16, group_size=8, lr=1e-4, eval_n=192, max_new_tokens=32,
-                          eval_every=20)),
-}
-PRESETS["tiny"] = PRESETS["smoke"]  # the figures' pipeline-check preset name (experiments.protocol.PRESETS)
-SMALL = ("smoke", "tiny")  # presets that also shrink the task (4 skills, one held out)
+PRESETS = {name: protocol.PRESETS[name] for name in ("tiny", "cpu")}  # the chosen regime's
 SFT_MIX = {SFT: 1.0, ATOMS: 0.25, HELDOUT_ATOMS: 0.1}  # SFT batch shares: compounds, kept atoms, held-out atoms
 
 
+def conditions(figure: str, replay: bool = False) -> tuple[str, ...]:
+    """The base, then each arm's GRPO run and its labelled control (and their +replay twins)."""
+    tags = ("", "+replay") if replay else ("",)
+    return ("sft", *(f"{kind}_{arm}{tag}" for tag in tags for arm in SETUPS[figure]["arms"]
+                     for kind in ("grpo", "control")))
+
+
 def split_spec(figure: str, split: int, preset: str) -> dict:
-    s = SETUPS[figure]
-    skills = s["skills"][:4] if preset in SMALL and s["kind"] == "skill" else s["skills"]
+    """The chosen regime's task with ``figure``'s modules held out of SFT's compositions."""
+    task, s = PRESETS[preset]["split"], SETUPS[figure]
+    skills = list(task["skills"])
+    routings = list(protocol.regime.ROUTINGS) if s["kind"] == "routing" else list(task["routings"])
     held = s["heldout"][split % len(s["heldout"])]
-    if preset in SMALL and s["kind"] == "skill":
-        held = held[:1] if held[0] in skills else (skills[0],)
-    return {"factory": "heldout", "heldout": list(held), "depth": 2, "skills": list(skills),
-            "routings": list(s["routings"]), "partition_seed": split}
+    if not set(held) <= set(skills + routings):  # a small preset's inventory: hold out its last skill
+        held = (skills[-1],)
+    depth = task["depth"]
+    return {"factory": "heldout", "heldout": list(held), "depth": depth, "skills": skills, "routings": routings,
+            "sft": task["sft"], "sft_depths": task.get("sft_depths", [depth]), "rl": task["rl"],
+            "test": task["heldout"], "deeper": [depth + 1], "shallow": depth - 1 if "shallow" in s["arms"] else 0,
+            "partition_seed": split}
 
 
-def unit_configs(figure: str, preset: str, split: int, seed: int) -> dict[str, tuple[str, object]]:
+def unit_configs(figure: str, preset: str, split: int, seed: int, replay: bool = False
+                 ) -> dict[str, tuple[str, object]]:
     """condition -> (kind, config) for one unit; kind is sft | grpo | control (inits filled in later)."""
     p = PRESETS[preset]
     spec = split_spec(figure, split, preset)
-    sft_kw = dict(p["sft"], steps=SETUPS[figure].get("sft_steps", {}).get(preset, p["sft"]["steps"]))
-    # the engine's recipe, scored on this figure's supports; GRPO also every ``eval_every`` steps (curves)
-    base = base_config(dict(sft_kw, train_supports=dict(SFT_MIX), eval_supports=SUPPORTS, eval_every=0,
-                            ckpt_every=max(1, sft_kw["steps"] // 4)), spec, seed)
-    g = p["grpo"]
+    # the engine's recipe, scored on this figure's supports; continuations also mid-run (curves)
+    base = base_config(dict(p["sft"], train_supports=dict(SFT_MIX), eval_supports=SUPPORTS, eval_every=0,
+                            ckpt_every=max(1, p["sft"]["steps"] // 4)), spec, seed)
+    g = dict(p["grpo"], eval_every=max(1, p["grpo"]["steps"] // CURVE_POINTS))
     out = {"sft": ("sft", base)}
-    for replay in (0.0, REPLAY):
-        tag = "+replay" if replay else ""
-        for arm, support in ARMS.items():
-            grpo = grpo_config(dict(g, rl_support=support, replay_fraction=replay, replay_support=SFT,
+    for replay_fraction in (0.0, REPLAY) if replay else (0.0,):
+        tag = "+replay" if replay_fraction else ""
+        for arm in SETUPS[figure]["arms"]:
+            grpo = grpo_config(dict(g, rl_support=ARMS[arm], replay_fraction=replay_fraction, replay_support=SFT,
                                     eval_supports=SUPPORTS), seed)
             out[f"grpo_{arm}{tag}"] = ("grpo", grpo)
             # the same RL prompts per update in the same order, plus the same replayed SFT items
@@ -125,24 +125,27 @@ def _eval_points(run: Path) -> dict[int, dict]:
 
 
 def run_units(figure: str, preset: str, splits, seeds, runs="runs", workers: int = 0, progress: bool = True,
-              conditions: tuple[str, ...] = CONDITIONS) -> tuple[list[dict], list[dict]]:
-    """Train (or re-use) the runs of ``conditions`` (the SFT base always); returns (final rows, curve rows)."""
-    conditions = ("sft", *(c for c in conditions if c != "sft"))
+              replay: bool = False) -> tuple[list[dict], list[dict], list[dict]]:
+    """Train (or re-use) one figure's runs; returns (final rows, curve rows, GRPO regime rows)."""
+    names = conditions(figure, replay)
     units = [(sp, s) for sp in splits for s in seeds]
-    plans = {u: {n: job for n, job in unit_configs(figure, preset, *u).items() if n in conditions} for u in units}
+    plans = {u: unit_configs(figure, preset, *u, replay=replay) for u in units}
     dirs = train_units(plans, lambda name: "sft", runs, workers, progress)
-    finals, curves = [], []
+    finals, curves, regime = [], [], []
     for u in units:
         held = "+".join(split_spec(figure, u[0], preset)["heldout"])
         # step-0 accuracies: a GRPO run's evaluation of the base (the same items every continuation sees)
-        grpo = [_eval_points(dirs[(u, n)]) for n in conditions if n.startswith("grpo")]
+        grpo = [_eval_points(dirs[(u, n)]) for n in names if n.startswith("grpo")]
         start = next((pts[0] for pts in grpo if 0 in pts), {})
-        for n in conditions:
+        for n in names:
             run = dirs[(u, n)]
             acc = final_accuracy(run)
             for sup in SUPPORTS:
                 finals.append({"split": u[0], "seed": u[1], "heldout": held, "condition": n, "support": sup,
                                "accuracy": acc.get(sup), "run": run.name})
+            if n.startswith("grpo"):  # p0 on the arm's prompts (its first step's reward) and tied groups
+                regime.append({"split": u[0], "seed": u[1], "heldout": held, "condition": n,
+                               **protocol.grpo_stats(run)})
             if n == "sft":
                 continue
             points = _eval_points(run)
@@ -152,28 +155,39 @@ def run_units(figure: str, preset: str, splits, seeds, runs="runs", workers: int
                     if f"eval/{sup}" in points[step]:
                         curves.append({"split": u[0], "seed": u[1], "heldout": held, "condition": n,
                                        "step": step, "support": sup, "accuracy": points[step][f"eval/{sup}"]})
-    return finals, curves
+    return finals, curves, regime
 
 
-CLAIMS = tuple((a + tag, b + (tag if b != "sft" else "")) for tag in ("", "+replay") for a, b in (
-    ("grpo_composed", "grpo_atoms"), ("grpo_composed", "control_composed"), ("grpo_atoms", "control_atoms"),
-    ("control_composed", "control_atoms"), ("grpo_composed", "sft"), ("grpo_atoms", "sft")))
+def claims(names: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The paired differences each figure reports, among the conditions it ran: composed vs atoms
+    (and shallow vs deep), each GRPO arm vs its labelled control and vs the base."""
+    pairs = [("grpo_composed", "grpo_atoms"), ("grpo_shallow", "grpo_composed"), ("control_composed", "control_atoms"),
+             *((f"grpo_{arm}", f"control_{arm}") for arm in ARMS), *((f"grpo_{arm}", "sft") for arm in ARMS),
+             *((f"control_{arm}", "sft") for arm in ARMS)]
+    out = []
+    for tag in ("", "+replay"):
+        for a, b in pairs:
+            a, b = a + tag, b + (tag if b != "sft" else "")
+            if a in names and b in names:
+                out.append((a, b))
+    return out
 
 
-def summarize(finals: list[dict], curves: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
+def summarize(finals: list[dict], curves: list[dict], names: tuple[str, ...]
+              ) -> tuple[list[dict], list[dict], list[dict]]:
     """(final accuracy per condition x support, paired differences, curve means with intervals)."""
     table = []
-    for n in CONDITIONS:
+    for n in names:
         for sup in SUPPORTS:
             m, h, k = mean_ci([r["accuracy"] for r in finals if r["condition"] == n and r["support"] == sup])
             table.append({"condition": n, "support": sup, "mean": m, "ci95": h, "n": k})
     diffs = []
-    for a, b in CLAIMS:
+    for a, b in claims(names):
         for sup in SUPPORTS:
             m, h, k = paired([r for r in finals if r["support"] == sup], a, b, "accuracy")
             diffs.append({"condition": a, "minus": b, "support": sup, "diff_mean": m, "diff_ci95": h, "n": k})
     curve = []
-    for n in CONDITIONS[1:]:
+    for n in names[1:]:
         for sup in SUPPORTS:
             for step in sorted({c["step"] for c in curves if c["condition"] == n}):
                 m, h, k = mean_ci([c["accuracy"] for c in curves
@@ -183,10 +197,24 @@ def summarize(finals: list[dict], curves: list[dict]) -> tuple[list[dict], list[
     return table, diffs, curve
 
 
-STYLE = {"grpo_atoms": ("tab:orange", "-"), "grpo_composed": ("tab:blue", "-"),
-         "control_atoms": ("tab:orange", ":"), "control_composed": ("tab:blue", ":")}
-TITLES = {UNSEEN: "unseen compositions with a held-out module", RL_PROMPTS: "composed-RL compositions",
-          EVAL_HELDOUT_ATOMS: "held-out modules as atoms", SEEN: "SFT compositions"}
+def summarize_regime(regime: list[dict]) -> list[dict]:
+    """Per GRPO condition: mean first-step reward (p0 on its prompts), last rewards and tied groups."""
+    out = []
+    for n in sorted({r["condition"] for r in regime}):
+        rows = [r for r in regime if r["condition"] == n]
+        row = {"condition": n}
+        for key in ("reward_first", "reward_last", "zero_std_frac"):
+            row[key], row[f"{key}_ci95"], row["n"] = mean_ci([r[key] for r in rows if key in r])
+        out.append(row)
+    return out
+
+
+STYLE = {"grpo_atoms": ("tab:orange", "-"), "grpo_composed": ("tab:blue", "-"), "grpo_shallow": ("tab:green", "-"),
+         "control_atoms": ("tab:orange", ":"), "control_composed": ("tab:blue", ":"),
+         "control_shallow": ("tab:green", ":")}
+TITLES = {UNSEEN: "unseen compositions with a held-out module", DEEPER: "the same at L_train + 1",
+          RL_PROMPTS: "composed-RL compositions", EVAL_HELDOUT_ATOMS: "held-out modules as atoms",
+          SEEN: "SFT compositions"}
 
 
 def plot(curve: list[dict], figure: str, stem: Path) -> None:
@@ -195,8 +223,10 @@ def plot(curve: list[dict], figure: str, stem: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, len(SUPPORTS), figsize=(4.2 * len(SUPPORTS), 6.8), sharey=True)
-    for row, tag in enumerate(("", "+replay")):
+    tags = ("", "+replay") if any(c["condition"].endswith("+replay") for c in curve) else ("",)
+    fig, axes = plt.subplots(len(tags), len(SUPPORTS), figsize=(4.2 * len(SUPPORTS), 3.4 * len(tags) + 0.4),
+                             sharey=True, squeeze=False)
+    for row, tag in enumerate(tags):
         for ax, sup in zip(axes[row], SUPPORTS):
             for n, (color, ls) in STYLE.items():
                 pts = [c for c in curve if c["condition"] == n + tag and c["support"] == sup]
@@ -223,29 +253,36 @@ def plot(curve: list[dict], figure: str, stem: Path) -> None:
 
 def main(figure: str, argv=None, doc: str = __doc__) -> int:
     ap = figure_parser(f"python -m experiments.{figure}", doc, PRESETS)
-    ap.set_defaults(splits=SETUPS[figure].get("splits", [0]))  # the committed figure's splits
+    ap.add_argument("--replay", action="store_true", help="also the +replay twin of every arm and control")
     a = ap.parse_args(argv)
     a.out = str(output_dir(a.out, a.preset))
     t0 = time.time()
-    finals, curves = run_units(figure, a.preset, a.splits, a.seeds, a.runs, a.workers)
-    table, diffs, curve = summarize(finals, curves)
+    names = conditions(figure, a.replay)
+    finals, curves, regime = run_units(figure, a.preset, a.splits, a.seeds, a.runs, a.workers, replay=a.replay)
+    table, diffs, curve = summarize(finals, curves, names)
+    rl = summarize_regime(regime)
     out = Path(a.out)  # resolved by output_dir after parsing
     write_csv(table + diffs, out / f"{figure}.csv")
     write_csv(finals, out / f"{figure}_units.csv")
     write_csv(curves, out / f"{figure}_curves.csv")
+    write_csv(regime, out / f"{figure}_regime.csv")
     plot(curve, figure, out / figure)
     write_json({"figure": figure, "args": vars(a), "seeds": a.seeds, "wall_s": time.time() - t0,
                 "provenance": provenance(), "setup": SETUPS[figure],
                 "split_specs": {sp: split_spec(figure, sp, a.preset) for sp in a.splits},
                 "configs_of_first_unit": {k: [kind, c.to_dict()] for k, (kind, c) in
-                                          unit_configs(figure, a.preset, a.splits[0], a.seeds[0]).items()},
+                                          unit_configs(figure, a.preset, a.splits[0], a.seeds[0], a.replay).items()},
                 "runs": sorted({r["run"] for r in finals}), "final": table, "differences": diffs,
-                "curves": curve}, out / f"{figure}.json")
+                "regime": rl, "curves": curve}, out / f"{figure}.json")
     for r in table:
-        print(f"{r['condition']:>17} {r['support']:>13}: {100 * r['mean']:5.1f} ± {100 * r['ci95']:.1f}")
+        print(f"{r['condition']:>17} {r['support']:>18}: {100 * r['mean']:5.1f} ± {100 * r['ci95']:.1f}")
     for d in diffs:
-        if d["support"] in ("unseen", "rl_prompts"):
+        if d["support"] in (UNSEEN, DEEPER, RL_PROMPTS):
             print(f"{d['condition']:>17} − {d['minus']:<17} {d['support']:>10}: "
                   f"{100 * d['diff_mean']:+5.1f} ± {100 * d['diff_ci95']:.1f}")
+    for r in rl:
+        print(f"{r['condition']:>17} regime: p0 (first-step reward) {100 * r['reward_first']:.1f} ± "
+              f"{100 * r['reward_first_ci95']:.1f}, last {100 * r['reward_last']:.1f}, tied groups "
+              f"{100 * r['zero_std_frac']:.1f} ± {100 * r['zero_std_frac_ci95']:.1f}%")
     print(f"wall {time.time() - t0:.0f} s -> {out / figure}.png")
     return 0

@@ -21,6 +21,7 @@ RL = "rl"  # compounds beyond the SFT support (compositional_split)
 RL_INSIDE = "rl_inside"  # RL on the SFT compositions
 RL_ATOMS = "rl_atoms"  # RL on L = 1 atoms
 RL_COMPOSED = "rl_composed"  # RL on compounds that use a held-out module (heldout_split)
+RL_SHALLOW = "rl_shallow"  # ... the same at a shallower depth (heldout_split ``shallow``)
 HELDOUT_ATOMS = "heldout_atoms"  # the held-out modules as L = 1 atoms, for SFT (heldout_split)
 
 # --- evaluation supports (fresh inputs; never trained on) ----------------------------------

@@ -20,6 +20,7 @@ from hlsm.names import (
     RL_COMPOSED,
     RL_INSIDE,
     RL_PROMPTS,
+    RL_SHALLOW,
     SEEN,
     SFT,
     UNSEEN,
@@ -126,25 +127,40 @@ def heldout_split(
     partition_seed: int = 0,
     input_len: tuple[int, int] = (4, 6),
     alphabet: str = "abcdef",
+    sft: tuple[int, int] = (0, N_BUCKETS),
+    sft_depths: tuple[int, ...] = (),
+    deeper: tuple[int, ...] = (),
+    shallow: int = 0,
 ) -> Split:
     """Skills or routings held out of SFT, then reintroduced in RL as atoms or in compositions.
 
     ``heldout`` names skills or routings (not both) from the inventory ``skills`` x ``routings``.
-    The SFT compositions (``sft``, at ``depth``) and ``atoms`` never use them. RL reintroduces them
+    The SFT compositions (``sft``: the ``sft`` bucket range of the compositions of the kept modules,
+    at the ``sft_depths``, default ``(depth,)``) and ``atoms`` never use them. RL reintroduces them
     either as atoms (``rl_atoms``: L = 1 items using a held-out module) or inside compositions
-    (``rl_composed``: compounds using one, from the ``rl`` bucket range). ``heldout_atoms`` is the
-    same set as ``rl_atoms``, named for use as SFT data: a from-scratch policy that never saw a
-    module cannot be rewarded for it (p0 = 0), so fig2/fig3 let SFT teach the module in isolation
-    and ask whether RL makes it composable. Evaluation: ``unseen`` compounds using a held-out
-    module from the ``test`` bucket range (never in any training support), ``rl_prompts`` (the
-    ``rl_composed`` compositions on fresh inputs), ``eval_heldout_atoms`` (fresh inputs) and ``seen``
-    SFT compounds on fresh inputs (forgetting).
+    (``rl_composed``: compounds using one, from the ``rl`` bucket range; with ``shallow`` > 0 also
+    ``rl_shallow``, the same at L = ``shallow`` < depth). ``heldout_atoms`` is the same set as
+    ``rl_atoms``, named for use as SFT data: a from-scratch policy that never saw a module cannot be
+    rewarded for it (p0 = 0), so fig2/fig3 let SFT teach the module in isolation and ask whether RL
+    makes it composable. Evaluation: ``unseen`` compounds using a held-out module from the ``test``
+    bucket range (never in any training support), ``deeper`` (the same at the ``deeper`` depths, if
+    any), ``rl_prompts`` (the ``rl_composed`` compositions on fresh inputs),
+    ``eval_heldout_atoms`` (fresh inputs) and ``seen`` (SFT compositions at ``depth``, fresh inputs:
+    forgetting).
     """
     if isinstance(heldout, str):  # a bare name would be split into its characters
         raise ValueError(f"heldout must be a tuple of module names, got the string {heldout!r}; "
                          f"write ({heldout!r},)")
     heldout = tuple(heldout)
     _check_ranges(rl=rl, test=test)
+    _check_ranges(sft=sft)  # of the kept modules' compositions: no overlap with rl / test possible
+    sft_depths = tuple(sft_depths) or (depth,)
+    if depth not in sft_depths or any(not 1 <= d <= depth for d in sft_depths):
+        raise ValueError(f"sft_depths must include depth={depth} and lie in 1..{depth}, got {sft_depths!r}")
+    if deeper and min(deeper) <= depth:
+        raise ValueError(f"deeper depths must exceed depth={depth}, got {deeper!r}")
+    if shallow and not 1 < shallow < depth:
+        raise ValueError(f"shallow must be 0 (none) or a depth in 2..{depth - 1}, got {shallow!r}")
     skills, routings = check_skills(skills), check_routings(routings)
     unknown = [h for h in heldout if h not in SKILLS and h not in ROUTINGS]
     if unknown:
@@ -169,23 +185,27 @@ def heldout_split(
     kept = dict(skills=kept_skills, routings=kept_routings)
     full = dict(skills=skills, routings=routings, require=heldout)
     train = {
-        SFT: Support(depths=(depth,), **kept, **train_in),
+        SFT: Support(depths=sft_depths, buckets=sft, **kept, **train_in),
         ATOMS: Support(depths=(1,), **kept, **train_in),
         HELDOUT_ATOMS: Support(depths=(1,), **full, **train_in),
         RL_ATOMS: Support(depths=(1,), **full, **train_in),
         RL_COMPOSED: Support(depths=(depth,), buckets=rl, **full, **train_in),
     }
+    if shallow:
+        train[RL_SHALLOW] = Support(depths=(shallow,), buckets=rl, **full, **train_in)
     evals = {
         UNSEEN: Support(depths=(depth,), buckets=test, **full, **eval_in),
         RL_PROMPTS: Support(depths=(depth,), buckets=rl, **full, **eval_in),
         EVAL_HELDOUT_ATOMS: Support(depths=(1,), **full, **eval_in),
-        SEEN: Support(depths=(depth,), **kept, **eval_in),
+        SEEN: Support(depths=(depth,), buckets=sft, **kept, **eval_in),
     }
+    if deeper:
+        evals[DEEPER] = Support(depths=tuple(deeper), buckets=test, **full, **eval_in)
     return Split(
         name=f"heldout-{'-'.join(heldout)}-L{depth}-p{partition_seed}",
         train=train,
         eval=evals,
-        unseen=(UNSEEN,),
+        unseen=(UNSEEN, DEEPER) if deeper else (UNSEEN,),
         description=heldout_split.__doc__.split("\n")[0],
     )
 
