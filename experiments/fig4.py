@@ -44,15 +44,21 @@ SETS = ("unseen", "rl_prompts", "seen")
 
 
 def summarize(rows: list[dict], panel: str, conds: tuple[str, ...], ref_of) -> list[dict]:
+    """Per condition x set: mean accuracy, the paired difference to ``ref_of(condition)`` (its base)
+    and, for a GRPO run, to its labelled control (``protocol.CONTROL_OF``); GRPO's tied groups."""
     out = []
     for c in conds:
+        control = protocol.CONTROL_OF.get(c)  # only a GRPO condition has one
         for s in SETS:
             sel = [dict(r) for r in rows if r["support"] == s]
             m, h, n = mean_ci([r["accuracy"] for r in sel if r["condition"] == c])
             ref = ref_of(c)
             g = paired(sel, c, ref, "accuracy") if ref != c else (0.0, 0.0, n)
+            k = paired(sel, c, control, "accuracy") if control else (float("nan"), float("nan"), 0)
+            z = mean_ci([r["zero_std_frac"] for r in sel if r["condition"] == c and r.get("zero_std_frac") is not None])
             out.append({"panel": panel, "condition": c, "set": s, "mean": m, "ci95": h, "n": n,
-                        "vs": ref, "diff_mean": g[0], "diff_ci95": g[1]})
+                        "vs": ref, "diff_mean": g[0], "diff_ci95": g[1], "control": control or "",
+                        "vs_control_mean": k[0], "vs_control_ci95": k[1], "zero_std_frac": z[0]})
     return out
 
 
@@ -62,12 +68,13 @@ def plot(plotted: list[dict], stem: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 1, figsize=(9, 7.5))
-    for ax, panel, conds in ((axes[0], "top", TOP), (axes[1], "bottom", BOTTOM)):
+    panels = [(panel, conds, title) for panel, conds, title in (
+        ("top", TOP, "RL data inside vs beyond the SFT support"),
+        ("bottom", BOTTOM, "SFT covering the atoms through compositional vs atomic traces"))
+        if any(p["panel"] == panel for p in plotted)]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 3.75 * len(panels)), squeeze=False)
+    for ax, (panel, conds, title) in zip(axes[:, 0], panels):
         rs = [p for p in plotted if p["panel"] == panel]
-        if not rs:
-            ax.set_axis_off()
-            continue
         w = 0.8 / len(conds)
         cmap = plt.get_cmap("tab10")
         for j, c in enumerate(conds):
@@ -78,9 +85,8 @@ def plot(plotted: list[dict], stem: Path) -> None:
         ax.set_xticks(range(len(SETS)), ["unseen compositions (held out)", "RL compositions", "SFT compositions"])
         ax.set_ylabel("accuracy (%)")
         ax.set_ylim(0, 100)
-        ax.legend(fontsize=7, ncol=2)
-    axes[0].set_title("RL data inside vs beyond the SFT support", fontsize=10)
-    axes[1].set_title("SFT covering the atoms through compositional vs atomic traces", fontsize=10)
+        ax.legend(fontsize=7, ncol=2, loc="lower right")
+        ax.set_title(title, fontsize=10)
     fig.suptitle("Finding 4: mean over (split, seed) units, 95% t-intervals", fontsize=9)
     fig.tight_layout()
     save_figure(fig, stem)
@@ -116,8 +122,12 @@ def main(argv=None) -> int:
                 "plotted": plotted}, out / "fig4.json")
     for p in plotted:
         if p["set"] == "unseen":
-            print(f"{p['panel']:>6} {LABELS[p['condition']]:>34}: unseen {100 * p['mean']:5.1f} ± {100 * p['ci95']:.1f}"
-                  f"  (vs {p['vs']}: {100 * p['diff_mean']:+.1f} ± {100 * p['diff_ci95']:.1f})")
+            line = (f"{p['panel']:>6} {LABELS[p['condition']]:>38}: unseen {100 * p['mean']:5.1f} ± "
+                    f"{100 * p['ci95']:.1f}  (vs {p['vs']}: {100 * p['diff_mean']:+.1f} ± {100 * p['diff_ci95']:.1f})")
+            if p["control"]:
+                line += (f"  (vs {p['control']}: {100 * p['vs_control_mean']:+.1f} ± "
+                         f"{100 * p['vs_control_ci95']:.1f}; tied groups {100 * p['zero_std_frac']:.0f}%)")
+            print(line)
     print(f"wall {time.time() - t0:.0f} s -> {out / 'fig4.png'}")
     return 0
 

@@ -44,6 +44,7 @@ def score_runs(rows: list[dict], runs: str, preset: str) -> list[dict]:
         if r["support"] != "unseen" or r["condition"] not in CONDITIONS:
             continue  # one row per run
         spec = dict(protocol.PRESETS[preset]["split"], partition_seed=r["split"])
+        spec["deeper"] = [spec["depth"] + 1]  # L_train + 1 only (the task's own deeper support pools L + 1, + 2)
         ev = posthoc_eval(Path(runs) / r["run"], spec, SETS, n=n, seed=r["seed"], by=("all",))
         for e in ev:
             out.append({"split": r["split"], "seed": r["seed"], "condition": r["condition"], "set": e["support"],
@@ -61,6 +62,8 @@ def summarize(scored: list[dict]) -> list[dict]:
                 row[f"{m}_mean"], row[f"{m}_ci95"], row["n"] = mean_ci([r[m] for r in sel if r["condition"] == c])
                 d = paired(sel, c, "grpo", m) if c != "grpo" else (0.0, 0.0, 0)
                 row[f"{m}_minus_outcome"], row[f"{m}_minus_outcome_ci95"] = d[0], d[1]
+                d = paired(sel, c, "control", m) if c != "control" else (0.0, 0.0, 0)  # both GRPO runs' control
+                row[f"{m}_minus_control"], row[f"{m}_minus_control_ci95"] = d[0], d[1]
             out.append(row)
     return out
 
@@ -114,8 +117,14 @@ def main(argv=None) -> int:
     for r in summary:
         print(f"{LABELS[r['condition']]:>24} {r['set']:>10}: " + "  ".join(
             f"{m} {100 * r[f'{m}_mean']:5.1f} ± {100 * r[f'{m}_ci95']:.1f} "
-            f"(vs outcome {100 * r[f'{m}_minus_outcome']:+.1f} ± {100 * r[f'{m}_minus_outcome_ci95']:.1f})"
+            f"(vs outcome {100 * r[f'{m}_minus_outcome']:+.1f} ± {100 * r[f'{m}_minus_outcome_ci95']:.1f}, "
+            f"vs control {100 * r[f'{m}_minus_control']:+.1f} ± {100 * r[f'{m}_minus_control_ci95']:.1f})"
             for m in METRICS))
+    for c in ("grpo", "grpo_structure"):
+        z = [r["zero_std_frac"] for r in rows if r["condition"] == c and r["support"] == "unseen"]
+        f = [r["reward_first"] for r in rows if r["condition"] == c and r["support"] == "unseen"]
+        print(f"{LABELS[c]:>24} regime: first-step reward {100 * mean_ci(f)[0]:.1f} ± {100 * mean_ci(f)[1]:.1f}%, "
+              f"tied groups {100 * mean_ci(z)[0]:.1f} ± {100 * mean_ci(z)[1]:.1f}%")
     print(f"wall {time.time() - t0:.0f} s -> {out / 'fig7.png'}")
     return 0
 
