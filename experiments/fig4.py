@@ -41,6 +41,7 @@ LABELS = {"sft": "SFT", "grpo_inside": "+RL inside SFT support", "grpo": "+RL be
           "sft_atoms": "SFT: atomic traces", "sft_atoms+grpo": "atomic SFT + RL",
           "sft_atoms+control": "atomic SFT + labelled control"}
 SETS = ("unseen", "rl_prompts", "seen")
+BEYOND_VS_INSIDE = (("grpo", "grpo_inside"), ("control", "control_inside"))  # the paired claim of the top panel
 
 
 def summarize(rows: list[dict], panel: str, conds: tuple[str, ...], ref_of) -> list[dict]:
@@ -109,8 +110,11 @@ def main(argv=None) -> int:
     bottom_rows = protocol.run_study(bottom) if "bottom" in a.panels else []
     plotted = summarize(top_rows, "top", TOP, lambda c: "sft") if top_rows else []
     plotted += summarize(bottom_rows, "bottom", BOTTOM, lambda c: c.split("+")[0]) if bottom_rows else []
+    diffs = [{"panel": "top", "condition": a_, "minus": b_, "set": s, **dict(zip(("diff_mean", "diff_ci95", "n"),
+              paired([r for r in top_rows if r["support"] == s], a_, b_, "accuracy")))}
+             for a_, b_ in BEYOND_VS_INSIDE for s in SETS] if top_rows else []
     out = Path(a.out)  # resolved by output_dir after parsing
-    write_csv(plotted, out / "fig4.csv")
+    write_csv(plotted + diffs, out / "fig4.csv")
     write_csv(top_rows + bottom_rows, out / "fig4_units.csv")
     plot(plotted, out / "fig4")
     write_json({"figure": "fig4", "args": vars(a), "seeds": a.seeds, "wall_s": time.time() - t0,
@@ -119,7 +123,7 @@ def main(argv=None) -> int:
                     k: [kind, c.to_dict()]
                     for cfg, panel in ((top, "top"), (bottom, "bottom")) if panel in a.panels
                     for k, (kind, c) in protocol.unit_configs(cfg, cfg.splits[0], cfg.seeds[0]).items()},
-                "plotted": plotted}, out / "fig4.json")
+                "plotted": plotted, "beyond_minus_inside": diffs}, out / "fig4.json")
     for p in plotted:
         if p["set"] == "unseen":
             line = (f"{p['panel']:>6} {LABELS[p['condition']]:>38}: unseen {100 * p['mean']:5.1f} ± "
@@ -128,6 +132,9 @@ def main(argv=None) -> int:
                 line += (f"  (vs {p['control']}: {100 * p['vs_control_mean']:+.1f} ± "
                          f"{100 * p['vs_control_ci95']:.1f}; tied groups {100 * p['zero_std_frac']:.0f}%)")
             print(line)
+    for d in diffs:
+        print(f"   top {d['condition']} − {d['minus']} on {d['set']}: {100 * d['diff_mean']:+.1f} ± "
+              f"{100 * d['diff_ci95']:.1f}")
     print(f"wall {time.time() - t0:.0f} s -> {out / 'fig4.png'}")
     return 0
 
