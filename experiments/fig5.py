@@ -1,10 +1,11 @@
 """Figure 5 (probes): do the layers identify the latent skills and routings, before and after RL?
 
-    python -m experiments.fig5 [--preset smoke|cpu] [--seeds 0 1 2] [--splits 0]
+    python -m experiments.fig5 [--preset tiny|cpu] [--seeds 0 1 2] [--splits 0 1] [--targets skill routing]
 
-Skills: the protocol study's runs (SFT base, SFT + GRPO, labelled control) on its chain-only task
-(8 skills). Routings: fig3's runs (SFT base, composed GRPO, composed control) on its task (6 skills
-x chain / twice / map_halves, one routing held out of SFT's compositions). Beside each, a
+Skills: the protocol study's runs (SFT base, SFT + GRPO, labelled control) on its task (in the
+``cpu`` preset the chosen regime's: 8 skills x chain / twice / map_halves, L = 3). Routings: fig3's
+runs (SFT base, composed GRPO, composed control) on the same inventory with one routing held out
+of SFT's compositions. Beside each, a
 random-init model of the same shape and seed. Per layer, with probes.linear at the position
 *before* each step's value (no surface leakage of the step's own output): the identification
 score (chance-corrected Hungarian-matched accuracy) and selectivity (accuracy minus a control
@@ -76,14 +77,14 @@ def probe_run(run: Path, target: str, supports: tuple[str, ...], seed: int, rand
 
 
 def collect(a) -> tuple[list[dict], list[dict]]:
-    units = [(sp, s) for sp in a.splits[:1] for s in a.seeds]
+    units = [(sp, s) for sp in a.splits for s in a.seeds]
     runs = {}
-    study = protocol.StudyConfig(a.preset, tuple(a.seeds), tuple(a.splits[:1]), ("grpo",), "core", a.workers,
+    study = protocol.StudyConfig(a.preset, tuple(a.seeds), tuple(a.splits), ("grpo",), "core", a.workers,
                                  a.runs, a.out)
     for r in protocol.run_study(study):
         runs[("skill", r["split"], r["seed"], r["condition"])] = Path(a.runs) / r["run"]
-    finals = heldout.run_units("fig3", a.preset, a.splits[:1], a.seeds, a.runs, a.workers,
-                               conditions=tuple(TASKS["routing"][0].values()))[0] if "routing" in a.targets else []
+    finals = heldout.run_units("fig3", a.preset, a.splits, a.seeds, a.runs, a.workers,
+                               only=tuple(TASKS["routing"][0].values()))[0] if "routing" in a.targets else []
     for r in finals:
         runs[("routing", r["split"], r["seed"], r["condition"])] = Path(a.runs) / r["run"]
     probe, causal = [], []
@@ -167,7 +168,6 @@ def plot(summary: list[dict], stem: Path) -> None:
 
 def main(argv=None) -> int:
     ap = figure_parser("python -m experiments.fig5", __doc__, protocol.PRESETS)
-    ap.set_defaults(splits=[0])
     ap.add_argument("--targets", nargs="+", default=list(TASKS), choices=list(TASKS), help="what to probe")
     a = ap.parse_args(argv)
     a.out = str(output_dir(a.out, a.preset))

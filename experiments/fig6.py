@@ -1,6 +1,6 @@
 """Figure 6 (meta-probing drift, seed 004): does RL drift less from the base than continued SFT?
 
-    python -m experiments.fig6 [--preset smoke|cpu] [--seeds 0 1 2] [--splits 0]
+    python -m experiments.fig6 [--preset tiny|cpu] [--seeds 0 1 2] [--splits 0 1]
 
 From each protocol SFT base, the protocol's GRPO run and its labelled control (continued SFT on
 the same RL prompts, same updates and learning rate) are trained again with policies kept every
@@ -188,7 +188,6 @@ def plot(summary: list[dict], rows: list[dict], stem: Path) -> None:
 
 def main(argv=None) -> int:
     ap = figure_parser("python -m experiments.fig6", __doc__, protocol.PRESETS)
-    ap.set_defaults(splits=[0])
     ap.add_argument("--every", type=int, default=0, help="keep a policy every this many steps (0: steps / 5)")
     a = ap.parse_args(argv)
     a.out = str(output_dir(a.out, a.preset))

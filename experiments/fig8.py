@@ -80,8 +80,7 @@ def run_sources(a) -> list[dict]:
                      "run": Path(a.runs) / r["run"], "spec": spec, "train": train, "targets": ("unseen", "deeper")})
     if "fig2" not in a.sources:
         return srcs
-    finals, _ = heldout.run_units("fig2", a.preset, a.splits[:1], a.seeds, a.runs, a.workers,
-                                  conditions=heldout.CONDITIONS[:5])  # without replay
+    finals = heldout.run_units("fig2", a.preset, a.splits[:1], a.seeds, a.runs, a.workers)[0]
     for r in finals:
         if r["support"] != "unseen":
             continue

@@ -125,11 +125,13 @@ def _eval_points(run: Path) -> dict[int, dict]:
 
 
 def run_units(figure: str, preset: str, splits, seeds, runs="runs", workers: int = 0, progress: bool = True,
-              replay: bool = False) -> tuple[list[dict], list[dict], list[dict]]:
-    """Train (or re-use) one figure's runs; returns (final rows, curve rows, GRPO regime rows)."""
-    names = conditions(figure, replay)
+              replay: bool = False, only: tuple[str, ...] = ()) -> tuple[list[dict], list[dict], list[dict]]:
+    """Train (or re-use) one figure's runs (``only``: just these conditions and the base); returns
+    (final rows, curve rows, GRPO regime rows)."""
+    names = tuple(n for n in conditions(figure, replay) if not only or n == "sft" or n in only)
     units = [(sp, s) for sp in splits for s in seeds]
-    plans = {u: unit_configs(figure, preset, *u, replay=replay) for u in units}
+    plans = {u: {n: job for n, job in unit_configs(figure, preset, *u, replay=replay).items() if n in names}
+             for u in units}
     dirs = train_units(plans, lambda name: "sft", runs, workers, progress)
     finals, curves, regime = [], [], []
     for u in units:

@@ -99,7 +99,8 @@ def test_every_protocol_and_heldout_control_is_the_labelled_control_of_its_grpo_
             {k: want[k] for k in ("train_supports", "batch_size", "steps", "lr", "seed", "warmup_steps")}, grpo
     p = heldout.PRESETS["cpu"]["grpo"]["prompts_per_step"]
     for figure in ("fig2", "fig3"):
-        unit = heldout.unit_configs(figure, "cpu", 0, 1)
+        unit = heldout.unit_configs(figure, "cpu", 0, 1, replay=True)
+        assert tuple(unit) == heldout.conditions(figure, replay=True)
         for name, (kind, c) in unit.items():
             if kind != "control":
                 continue
@@ -309,14 +310,17 @@ def test_fig2_and_fig3_curves_start_from_the_shared_base(smoke_figures):
     for figure in ("fig2", "fig3"):
         assert {"fig2": fig2, "fig3": fig3}[figure].main(_flags(root, "out23")) == 0
         curves = read_csv(root / "out23" / f"{figure}_curves.csv")
-        conds = set(heldout.CONDITIONS[1:])
+        conds = set(heldout.conditions(figure)[1:])
         assert {r["condition"] for r in curves} == conds
         start = {(r["condition"], r["support"]): r["accuracy"] for r in curves if r["step"] == "0"}
         for sup in heldout.SUPPORTS:  # every continuation's step 0 is the same base on the same items
             assert len({start[(c, sup)] for c in conds}) == 1
         steps = {int(r["step"]) for r in curves}
-        grpo = heldout.PRESETS["smoke"]["grpo"]
-        assert steps == set(range(0, grpo["steps"] + 1, grpo["eval_every"]))
+        every = max(1, heldout.PRESETS["tiny"]["grpo"]["steps"] // heldout.CURVE_POINTS)
+        assert steps == set(range(0, heldout.PRESETS["tiny"]["grpo"]["steps"] + 1, every))
+        regime = read_csv(root / "out23" / f"{figure}_regime.csv")  # each GRPO arm's p0 and tied groups
+        assert {r["condition"] for r in regime} == {c for c in conds if c.startswith("grpo")}
+        assert all(0 <= float(r["zero_std_frac"]) <= 1 for r in regime)
         meta = json.loads((root / "out23" / f"{figure}.json").read_text())
         held = meta["split_specs"]["0"]["heldout"]
         assert all(r["heldout"] == "+".join(held) for r in curves)

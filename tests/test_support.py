@@ -144,6 +144,27 @@ def test_heldout_split_within_an_inventory():
         hlsm.heldout_split(("chain",), routings=("chain",))
 
 
+def test_heldout_split_sft_coverage_depths_deeper_and_shallow_reintroduction():
+    skills = ("reverse", "rotate_left", "swap_pairs", "atbash")
+    kw = dict(depth=3, skills=skills, routings=("chain", "twice"), rl=(0, 300), test=(300, 1000))
+    full = hlsm.heldout_split(("twice",), **kw)
+    split = hlsm.heldout_split(("twice",), sft=(0, 100), sft_depths=(1, 2, 3), deeper=(4,), shallow=2, **kw)
+    sft = split.support("sft").enumerate()
+    assert {len(c) for c in sft} == {1, 2, 3} and all(r == "chain" for c in sft for r, _ in c)
+    at3 = [c for c in sft if len(c) == 3]
+    assert 0 < len(at3) < len(full.support("sft").enumerate()) and set(at3) <= set(full.support("sft").enumerate())
+    assert set(split.support("seen").enumerate()) == set(at3)  # seen: SFT's compositions at L_train
+    shallow = split.support("rl_shallow").enumerate()
+    assert shallow and all(len(c) == 2 and any(r == "twice" for r, _ in c) for c in shallow)
+    deeper = split.support("deeper")
+    assert deeper.depths == (4,) and deeper.require == ("twice",) and "deeper" in split.unseen
+    assert len(split.check_disjoint()) == len(split.eval) * len(split.train)  # a proof per pair, or it raises
+    for bad, match in ((dict(sft_depths=(1, 2)), "sft_depths"), (dict(deeper=(3,)), "deeper"),
+                       (dict(shallow=3), "shallow"), (dict(sft=(0, 2000)), "sft")):
+        with pytest.raises(ValueError, match=match):
+            hlsm.heldout_split(("twice",), **dict(kw, **bad))
+
+
 def test_make_split_builds_from_specs_and_names_the_field_on_bad_ones():
     from hlsm.support import make_split
 
