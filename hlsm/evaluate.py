@@ -22,9 +22,10 @@ from pathlib import Path
 
 import torch
 
+from hlsm.generation import generate
 from hlsm.model import HLSM
 from hlsm.names import eval_stream
-from hlsm.policy import generate, unwrap
+from hlsm.policy import unwrap
 from hlsm.text import REWARDS, Tokenizer, expected_chunks, parse_completion
 
 BY = ("all", "depth", "composition", "module")

@@ -47,21 +47,12 @@ from hlsm.distributed import all_reduce_sum, barrier, cleanup, init_distributed,
 from hlsm.model import HLSM
 from hlsm.names import ATOMS, EVAL_ATOMS, SEEN, SFT, UNSEEN, train_stream
 from hlsm.policy import PRESETS, Policy, PolicyConfig, autocast
+from hlsm.presets import SFT_PRESETS  # training defaults per preset name (beside its model shape)
 from hlsm.runloop import Loop, eval_line, run_loop
 from hlsm.support import DEFAULT_SPLIT, Split
 from hlsm.support import make_split as support_make_split
 from hlsm.text import FORMATS, Tokenizer
 
-# Training defaults per preset (the model shape comes from hlsm.policy.PRESETS of the same name).
-SFT_PRESETS = {
-    # about a minute on 2 cores; on the default split it gets most seen compositions right
-    "smoke": dict(steps=2000, batch_size=32, lr=3e-3, warmup_steps=20, eval_every=500, eval_n=128,
-                  ckpt_every=500),
-    "cpu": dict(steps=3000, batch_size=64, micro_batch_size=32, lr=1e-3, warmup_steps=100, eval_every=500,
-                eval_n=256, ckpt_every=500),
-    "paper": dict(steps=20000, batch_size=256, lr=6e-4, warmup_steps=500, eval_every=2000, eval_n=1024,
-                  ckpt_every=1000),
-}
 # Keys that may change when resuming (they do not change the trajectory).
 RESUME_MAY_CHANGE = ("device", "eval_every", "eval_n", "ckpt_every", "log_every", "compile")
 
@@ -75,7 +66,7 @@ def make_split(spec) -> Split:
 class SFTConfig:
     """Every knob of an SFT run; ``validate`` checks them all up front (ValueError naming the field)."""
 
-    preset: str = "smoke"  # model shape (hlsm.policy.PRESETS) and training defaults (SFT_PRESETS)
+    preset: str = "smoke"  # model shape and training defaults (hlsm.presets: MODEL_PRESETS, SFT_PRESETS)
     init: str = ""  # run directory whose policy starts this run (continued SFT); "": random init
     model: dict = field(default_factory=dict)  # PolicyConfig overrides, e.g. {"pos": "rope", "dropout": 0.1}
     split: dict | Split = field(default_factory=lambda: dict(DEFAULT_SPLIT))  # see make_split

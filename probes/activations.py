@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from hlsm.modules import ROUTING_NAMES, SKILL_NAMES
-from hlsm.policy import unwrap
+from hlsm.policy import layer_names, unwrap  # noqa: F401 -- layer_names re-exported (old home)
 from hlsm.text import Tokenizer
 
 KINDS = ("routing_token", "skill_token", "before", "first", "step")
@@ -74,11 +74,6 @@ class Activations:
         if target not in ("skill", "routing", "step", "depth"):
             raise ValueError(f"unknown target {target!r}; allowed: skill, routing, step, depth")
         return getattr(self, target)
-
-
-def layer_names(n_layer: int) -> list[str]:
-    """Names of ``Policy(..., return_hidden=True)``'s hidden list: emb, block1..blockN, ln_f."""
-    return ["emb", *(f"block{i}" for i in range(1, n_layer + 1)), "ln_f"]
 
 
 def _seen_fn(seen) -> Callable:
@@ -146,7 +141,7 @@ def capture(
     kinds = tuple(kinds)
     base = unwrap(model)
     device = torch.device(device) if device is not None else next(base.parameters()).device
-    names = layer_names(base.config.n_layer)
+    names = base.layer_names()
     layers = list(range(len(names))) if layers is None else [int(i) for i in layers]
     if not layers or min(layers) < 0 or max(layers) >= len(names):
         raise ValueError(f"layers must index into {names}, got {layers}")

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from hlsm.generation import generate
 from hlsm.model import Example, Step, execute
 from hlsm.modules import ROUTING_NAMES, SKILL_NAMES
-from hlsm.policy import generate, unwrap
+from hlsm.policy import unwrap
 from hlsm.text import Tokenizer, expected_chunks, parse_completion, render
 from probes.activations import token_rows
 
@@ -49,12 +50,14 @@ def counterfactual(ex: Example, t: int, skill: str | None = None, routing: str |
 
 
 def layer_module(model, layer: int) -> torch.nn.Module:
-    """The module whose output is ``hidden[layer]``: 0 embeddings (after dropout), i block i."""
+    """``Policy.layer_module(layer)``, the module whose output is ``hidden[layer]``: 0 embeddings, i
+    block i. The final norm (layer n_layer + 1) is refused: it feeds no key or value of the cache, so
+    patching it at prompt positions could not change what is decoded."""
     base = unwrap(model)
     if not 0 <= layer <= base.config.n_layer:
         raise ValueError(f"layer must be in 0..{base.config.n_layer} (0: embeddings, i: block i), "
                          f"got {layer}")
-    return base.drop if layer == 0 else base.blocks[layer - 1]
+    return base.layer_module(layer)
 
 
 @contextlib.contextmanager

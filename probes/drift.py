@@ -8,14 +8,13 @@
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 
 import numpy as np
 import torch
 
 from hlsm.modules import ROUTINGS, SKILLS
-from hlsm.policy import unwrap
+from hlsm.policy import Policy, unwrap
 from hlsm.sft import encode_examples
 from hlsm.text import Tokenizer
 
@@ -48,6 +47,10 @@ def output_kl(model_p, model_q, examples, batch_size: int = 64, tokenizer: Token
     return total / max(count, 1)
 
 
+# The layer a parameter belongs to (emb, block1.., ln_f): the policy's own answer, kept under its old name.
+param_layer = Policy.param_layer
+
+
 def effective_rank(w: torch.Tensor) -> float:
     """exp(entropy of the normalized singular values) (Roy & Vetterli 2007); 0 for a zero matrix."""
     s = torch.linalg.svdvals(w.detach().double().cpu())
@@ -58,28 +61,16 @@ def effective_rank(w: torch.Tensor) -> float:
     return float(torch.exp(-(p * p.log()).sum()))
 
 
-def param_layer(name: str) -> str:
-    """The layer a parameter belongs to, named as in probes.activations.layer_names."""
-    m = re.match(r"blocks\.(\d+)\.", name)
-    if m:
-        return f"block{int(m.group(1)) + 1}"
-    if name.startswith(("wte.", "wpe.")):
-        return "emb"
-    if name.startswith("ln_f."):
-        return "ln_f"
-    return "other"
-
-
 def param_stats(model, base=None) -> list[dict]:
     """One row per parameter tensor: layer, name, shape, norm, effective rank (matrices), and
     with ``base`` its base norm, delta norm ||W - W_base||, relative change and the delta's
     effective rank (is the update low-rank?). Tied weights count once.
     """
     ref = dict(unwrap(base).named_parameters()) if base is not None else {}
-    rows = []
-    for name, p in unwrap(model).named_parameters():
+    rows, model = [], unwrap(model)
+    for name, p in model.named_parameters():
         w = p.detach().double().cpu()
-        row = {"layer": param_layer(name), "name": name, "shape": tuple(w.shape), "norm": float(w.norm()),
+        row = {"layer": model.param_layer(name), "name": name, "shape": tuple(w.shape), "norm": float(w.norm()),
                "eff_rank": effective_rank(w) if w.dim() == 2 else float("nan")}
         if base is not None:
             if name not in ref or ref[name].shape != p.shape:

@@ -296,16 +296,16 @@ def test_resume_equals_uninterrupted(sft_run, tmp_path):
 
 
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(sft_run, tmp_path, monkeypatch):
-    import hlsm.grpo as grpo
+    import hlsm.grpo_trainer as trainer  # the module whose updates call it
 
-    calls, real = [], grpo.clipped_policy_loss
+    calls, real = [], trainer.clipped_policy_loss
 
     def poisoned(*args, **kwargs):
         calls.append(1)
         loss, meta = real(*args, **kwargs)
         return (loss * float("nan") if len(calls) == 3 else loss), meta
 
-    monkeypatch.setattr(grpo, "clipped_policy_loss", poisoned)
+    monkeypatch.setattr(trainer, "clipped_policy_loss", poisoned)
     with pytest.raises(NonFiniteLossError, match="at step 3") as err:
         grpo_train(tiny(sft_run, ckpt_every=1), tmp_path / "nan", progress=False)
     assert err.value.step == 3 and err.value.last_good == tmp_path / "nan" / "checkpoint.pt"
@@ -446,13 +446,13 @@ def test_resuming_a_finished_grpo_run_logs_nothing_again(sft_run, tmp_path):
 
 
 def test_a_run_whose_groups_all_tie_at_zero_stops_and_says_so(sft_run, tmp_path, monkeypatch):
-    import hlsm.grpo as grpo
+    import hlsm.grpo_trainer as trainer  # the module whose rollouts call it
 
     def nothing(examples, completions, weights, rewards=None):  # every completion scores 0
         zeros = torch.zeros(len(completions))
         return zeros, {name: zeros for name in weights}
 
-    monkeypatch.setattr(grpo, "combined_rewards", nothing)
+    monkeypatch.setattr(trainer, "combined_rewards", nothing)
     result = grpo_train(tiny(sft_run, steps=10, stop_when_dead=3, ckpt_every=0), tmp_path / "dead", progress=False)
     assert result.step == 3
     events = [m["event"] for m in read_metrics(tmp_path / "dead") if "event" in m]

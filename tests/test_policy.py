@@ -62,6 +62,17 @@ def test_presets():
     assert PolicyConfig.preset("smoke", pos="rope").pos == "rope"
 
 
+def test_a_preset_name_is_a_model_shape_sft_defaults_and_grpo_defaults():
+    from hlsm import presets
+    from hlsm.grpo import GRPO_PRESETS
+    from hlsm.sft import SFT_PRESETS
+
+    assert set(presets.MODEL_PRESETS) == set(presets.SFT_PRESETS) == set(presets.GRPO_PRESETS) == set(PRESETS)
+    assert SFT_PRESETS is presets.SFT_PRESETS and GRPO_PRESETS is presets.GRPO_PRESETS  # the old names
+    for name, shape in presets.MODEL_PRESETS.items():
+        assert PRESETS[name] == PolicyConfig(**shape) == PolicyConfig.preset(name)
+
+
 @pytest.mark.parametrize("pos", ["learned", "rope", "none"])
 def test_kv_cache_greedy_equals_plain_greedy(pos):
     model = tiny(pos)
@@ -173,6 +184,37 @@ def test_hidden_states_for_probes():
     assert all(h.shape == (1, len(PROMPTS[0]), 32) for h in hidden)
     torch.testing.assert_close(logits, model(idx))
     torch.testing.assert_close(model.lm_head(hidden[-1]), logits)
+
+
+@pytest.mark.parametrize("pos", ["learned", "rope", "none"])
+def test_the_probe_contract_hooks_see_the_hidden_states_and_every_parameter_has_a_layer(pos):
+    """What probes/ reads of a Policy: layer_names(), layer_module(i) (its output is hidden[i],
+    so a forward hook sees exactly that layer), and param_layer(name) for every parameter."""
+    torch.manual_seed(0)
+    model = Policy(PolicyConfig(n_layer=3, n_head=2, n_embd=32, block_size=48, pos=pos, bias=True)).eval()
+    idx = torch.tensor([PROMPTS[2], PROMPTS[2][::-1]])
+    _, hidden = model(idx, return_hidden=True)
+    names = model.layer_names()
+    assert names == ["emb", "block1", "block2", "block3", "ln_f"] and len(hidden) == len(names)
+    for i in range(len(names)):
+        seen = []
+        handle = model.layer_module(i).register_forward_hook(lambda m, args, out, seen=seen: seen.append(out))
+        try:
+            model(idx)
+        finally:
+            handle.remove()
+        assert len(seen) == 1 and torch.equal(seen[0], hidden[i]), names[i]
+    for bad in (-1, len(names)):
+        with pytest.raises(ValueError, match="layer must be in"):
+            model.layer_module(bad)
+    # every parameter, tied ones under both names, belongs to a layer; every layer owns one
+    owners = {name: model.param_layer(name) for name, _ in model.named_parameters(remove_duplicate=False)}
+    assert set(owners.values()) == set(names)
+    assert owners["lm_head.weight"] == owners["wte.weight"] == "emb"
+    assert owners["blocks.2.mlp.c_fc.weight"] == "block3" and owners["ln_f.weight"] == "ln_f"
+    assert set(model.state_dict()) <= set(owners)
+    with pytest.raises(ValueError, match="not a parameter"):
+        model.param_layer("rope_cos")
 
 
 def test_too_long_raises():

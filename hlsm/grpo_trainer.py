@@ -1,0 +1,378 @@
+"""The GRPO trainer: one RL step is a rollout (P prompts x G sampled completions, rewards,
+group-relative advantages) and ``epochs x minibatches`` clipped policy-gradient updates.
+
+    trainer = GRPO(cfg, model, split, fmt, granularity, dist)
+    metrics = trainer.step(k)          # RL step k, 0-based; global (all-rank) means
+    trainer.state_dict(k) / trainer.load_state_dict(state)   # model + optimizer: all a resume needs
+
+It keeps dropout off, caches old log-probs (no grad, sampling temperature) only when a rollout gets
+more than one update, loads a frozen reference only when beta > 0, and back-propagates only what
+has a gradient: each micro-batch is cut to its longest completion, and (without KL) rows of zero
+advantage are left out while the loss aggregation still counts them. Step k's randomness is a pure
+function of (seed, k). Under DDP each rank samples its P / world prompts with its rows of the
+global batch's sampling noise. The math is ``hlsm.grpo_loss``; ``sampled_reward`` is a rollout's
+reward without an update (p0, tied groups: can GRPO learn here?).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from hlsm.checkpoint import NonFiniteLossError
+from hlsm.distributed import DistInfo, all_reduce_sum, shard, wrap_ddp
+from hlsm.generation import Generation, completion_logprobs, generate
+from hlsm.grpo_config import GRPOConfig, training_stream
+from hlsm.grpo_loss import (
+    aggregate_loss,
+    clipped_policy_loss,
+    combined_rewards,
+    compute_group_advantages,
+    k3_kl,
+    replay_window,
+)
+from hlsm.names import GRPO_SAMPLING
+from hlsm.rng import stream_key
+from hlsm.text import Tokenizer
+
+
+def _right_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([r + [pad_id] * (width - len(r)) for r in rows], dtype=torch.long)
+    return ids, torch.arange(width)[None, :] < torch.tensor([len(r) for r in rows])[:, None]
+
+
+SUMMED = ("clip_low", "clip_high", "kl", "tokens", "logp_mismatch", "first_tokens", "trained")
+STATS = (*SUMMED, "loss", "grad_norm", "replay_nll", "ratio_dev")
+
+
+@dataclass
+class Rollout:
+    """One step's sampled completions on this rank; row n belongs to prompt n // G."""
+
+    prompts: list  # per row: its prompt's token ids
+    gen: Generation  # the B * G completions (ids, mask, sampler log-probs, lengths, texts)
+    reward: torch.Tensor  # (B * G,) combined reward
+    per: dict  # reward name -> (B * G,) values
+    adv: torch.Tensor  # (B * G,) group-relative advantages
+
+
+class GRPO:
+    """One GRPO run's state: the policy (DDP-wrapped under torchrun), optimizer, reference, streams.
+
+    ``GRPO(cfg, model, split).step(k)`` runs RL step k (rollout, rewards, advantages, updates) and
+    returns its metrics. Every random draw of step k is a pure function of (seed, k) and dropout
+    is off, so the state to resume from is the model and the optimizer alone.
+    """
+
+    def __init__(self, cfg: GRPOConfig, model, split, fmt: str = "values", granularity: int = 1,
+                 dist: DistInfo | None = None, tokenizer: Tokenizer | None = None):
+        self.cfg = cfg.validate()
+        self.dist = dist or DistInfo()
+        self.tok = tokenizer or Tokenizer()
+        self.split, self.fmt, self.granularity = split, fmt, granularity
+        world = self.dist.world_size
+        if cfg.prompts_per_step % world:
+            raise ValueError(
+                f"GRPOConfig.prompts_per_step={cfg.prompts_per_step} must divide over {world} ranks"
+            )
+        self.lo, self.hi = shard(cfg.prompts_per_step, self.dist)
+        self.n = (self.hi - self.lo) * cfg.group_size  # completions per step on this rank
+        if self.n % cfg.minibatches:
+            raise ValueError(
+                f"GRPOConfig.minibatches={cfg.minibatches} must divide the {self.n} completions per rank"
+            )
+        self.rl = training_stream(split, cfg.rl_support, "rl_support", cfg.seed, fmt, granularity)
+        # replay items per step, all ranks together (as the labelled control counts them), split evenly
+        self.n_replay_global = round(cfg.replay_fraction * cfg.prompts_per_step)
+        self.n_replay = replay_window(0, self.n_replay_global, self.dist.rank, world)[1]
+        self.replay = None
+        if self.n_replay:
+            self.replay = training_stream(split, cfg.replay_support, "replay_support", cfg.seed, fmt, granularity)
+        # dropout stays off during RL (as TRL's disable_dropout): the ratio of one pass is exactly 1,
+        # and no global RNG is drawn from, so a step is a pure function of (weights, optimizer, k)
+        self.model = model.to(self.dist.device).eval()
+        self.ddp = wrap_ddp(self.model, self.dist)
+        self.ref = copy.deepcopy(self.model).eval().requires_grad_(False) if cfg.beta > 0 else None
+        self.opt = self.model.configure_optimizer(cfg.lr, cfg.weight_decay)
+        sup = self.rl.support
+        longest_prompt = max(sup.input_len) + 3 * max(sup.depths) + 2  # <bos> x | R S (space R S)* >
+        block = self.model.config.block_size
+        self.max_new = cfg.max_new_tokens or block - longest_prompt
+        if self.max_new < 1 or longest_prompt + self.max_new > block:
+            raise ValueError(
+                f"GRPOConfig.max_new_tokens={cfg.max_new_tokens}: prompts of up to {longest_prompt} tokens "
+                f"plus completions must fit the policy's block_size={block}"
+            )
+
+    # --- state --------------------------------------------------------------------------------
+
+    def state_dict(self, step: int) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "model_config": self.model.config.to_dict(),
+            "optimizer": self.opt.state_dict(),
+            "step": step,
+            "config": self.cfg.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> int:
+        """Restore model and optimizer; returns the number of steps already done."""
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        return int(state["step"])
+
+    # --- one step -----------------------------------------------------------------------------
+
+    def generator(self, k: int) -> torch.Generator:
+        """The sampling generator of step k, the same on every rank: a pure function of (seed, k).
+
+        Each rank draws the noise of the whole global batch and uses its own rows of it, so a run
+        samples the same completions on any number of ranks (the trailing 0 keeps the key of the
+        single-process runs made before ranks shared it).
+        """
+        key = stream_key(self.cfg.seed, GRPO_SAMPLING, k, 0) & (2**63 - 1)
+        return torch.Generator().manual_seed(key)
+
+    def prompts(self, k: int) -> list:
+        """This rank's RL items of step k: items [k*P + lo, k*P + hi) of the RL support's stream."""
+        return self.rl.sample(self.hi - self.lo, start=k * self.cfg.prompts_per_step + self.lo)
+
+    def replay_items(self, k: int) -> list:
+        """This rank's labelled replay items of step k (none without replay)."""
+        if not self.replay:
+            return []
+        start, n = replay_window(k, self.n_replay_global, self.dist.rank, self.dist.world_size)
+        return self.replay.sample(n, start=start)
+
+    def rollout(self, k: int) -> Rollout:
+        """Step k's prompts, G sampled completions each, their rewards and advantages."""
+        cfg, tok = self.cfg, self.tok
+        examples = self.prompts(k)
+        prompts = [tok.encode(ex.prompt, bos=True) for ex in examples]
+        gen = generate(
+            self.model, prompts, self.max_new, cfg.temperature, cfg.top_k or None, tok.eos_id, tok.pad_id,
+            cfg.group_size, self.generator(k), tok,
+            rows=(self.lo * cfg.group_size, cfg.prompts_per_step * cfg.group_size),  # this rank's share
+        )
+        group_ex = [ex for ex in examples for _ in range(cfg.group_size)]
+        reward, per = combined_rewards(group_ex, gen.texts, cfg.rewards)
+        adv = compute_group_advantages(reward, cfg.group_size, cfg.scale_std).to(self.dist.device)
+        return Rollout([prompts[i // cfg.group_size] for i in range(self.n)], gen, reward, per, adv)
+
+    def _replay_batch(self, k: int):
+        if not self.replay:
+            return None
+        exs = self.replay_items(k)
+        ids, mask = _right_pad([self.tok.encode(ex.completion, eos=True) for ex in exs], self.tok.pad_id)
+        dev = self.dist.device
+        return [self.tok.encode(ex.prompt, bos=True) for ex in exs], ids.to(dev), mask.to(dev)
+
+    def _lr(self, update: int) -> float:
+        w = self.cfg.warmup_steps
+        return self.cfg.lr * min(1.0, (update + 1) / w) if w else self.cfg.lr
+
+    def plan(self, adv: torch.Tensor, lengths: torch.Tensor) -> list[list[torch.Tensor]]:
+        """Row indices of each minibatch's micro-batches, rows sorted by completion length.
+
+        Minibatch j holds the rows n with n % minibatches == j: every rank's share of it is the
+        same size, and the global minibatch does not depend on the number of ranks. Each micro-batch
+        is later cut to its longest row, so short completions carry little padding. Without a KL
+        term a zero-advantage row has exactly zero gradient (-min(r 0, clip(r) 0) = 0) and is left
+        out; the loss aggregation still counts it, so the update is unchanged. A minibatch keeps at
+        least one row: every rank must take part in DDP's gradient all-reduce.
+        """
+        out = []
+        for j in range(self.cfg.minibatches):
+            rows = torch.arange(j, self.n, self.cfg.minibatches, device=adv.device)
+            if self.ref is None:
+                live = rows[adv[rows] != 0]
+                rows = live if len(live) else rows[:1]
+            rows = rows[torch.argsort(lengths[rows], stable=True)]
+            out.append(list(rows.split(self.cfg.micro_batch_size)))
+        return out
+
+    def step(self, k: int) -> dict:
+        """RL step k (0-based): rollout, then epochs x minibatches updates. Returns global metrics."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        ro = self.rollout(k)
+        t1 = time.perf_counter()
+        plan = self.plan(ro.adv, ro.gen.lengths)
+        # old log-probs matter only when the policy moves between updates of one rollout; they are
+        # computed on the same micro-batches as the updates, so the first update's ratio is exactly 1
+        updates = cfg.epochs * cfg.minibatches
+        with torch.no_grad():
+            old = self._cached(self.model, ro, plan) if updates > 1 else None
+            ref = self._cached(self.ref, ro, plan) if self.ref else None
+        replay = self._replay_batch(k)
+        stats = dict.fromkeys(STATS, 0.0)
+        for u in range(updates):
+            lr = self._lr(k * updates + u)
+            j = u % cfg.minibatches
+            self._update(k, u, ro, plan[j], old and old[j], ref and ref[j], replay, lr, stats)
+        t2 = time.perf_counter()
+        return self._metrics(k, ro, stats, lr, t1 - t0, t2 - t1)
+
+    def logprobs(self, model, ro: Rollout, rows: torch.Tensor):
+        """(log-probs, mask) of rollout rows ``rows``, cut to their longest completion."""
+        width = int(ro.gen.lengths[rows].max())
+        ids, mask = ro.gen.ids[rows, :width], ro.gen.mask[rows, :width]
+        prompts = [ro.prompts[i] for i in rows.tolist()]
+        lp, _ = completion_logprobs(model, prompts, ids, mask, self.cfg.temperature, False, self.tok.pad_id)
+        return lp, mask
+
+    def _cached(self, model, ro: Rollout, plan) -> list[list[torch.Tensor]]:
+        return [[self.logprobs(model, ro, rows)[0] for rows in micro] for micro in plan]
+
+    def _update(self, k, u, ro: Rollout, micro, old, ref, replay, lr: float, stats: dict) -> None:
+        """Optimizer update u of step k over one minibatch (its micro-batches ``micro``)."""
+        cfg = self.cfg
+        mb = self.n // cfg.minibatches
+        j = u % cfg.minibatches
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        self.opt.zero_grad(set_to_none=True)
+        local_tok = ro.gen.mask[j :: cfg.minibatches].sum()
+        stats["tokens"] += local_tok.item()
+        # DDP averages gradients over ranks: token_mean divides by the global token count
+        n_tok = all_reduce_sum(local_tok, self.dist).clamp(min=1) / self.dist.world_size
+        loss_total = self._replay_backward(replay, stats, cfg.epochs * cfg.minibatches)
+        for i, rows in enumerate(micro):
+            with self._no_sync(i < len(micro) - 1):
+                lp, m = self.logprobs(self.ddp, ro, rows)
+                per_tok, meta = clipped_policy_loss(
+                    lp, old[i] if old else lp.detach(), ro.adv[rows], cfg.eps_low, cfg.eps_high
+                )
+                if ref is not None:
+                    kl = k3_kl(lp, ref[i])
+                    per_tok = per_tok + cfg.beta * kl
+                    stats["kl"] += (kl.detach() * m).sum().item()
+                share = m.sum() / n_tok if cfg.loss_agg == "token_mean" else len(rows) / mb
+                loss = aggregate_loss(per_tok, m, cfg.loss_agg, self.max_new) * share
+                loss.backward()
+            loss_total += loss.item()
+            stats["clip_low"] += (meta["clip_low"] & m).sum().item()
+            stats["clip_high"] += (meta["clip_high"] & m).sum().item()
+            if u < cfg.minibatches:  # tokens with a gradient (not a rank's zero-advantage placeholder row)
+                stats["trained"] += (m & (ro.adv[rows] != 0)[:, None]).sum().item()
+            if u == 0:
+                stats["first_tokens"] += m.sum().item()
+                stats["ratio_dev"] = max(stats["ratio_dev"], ((meta["ratio"] - 1).abs() * m).max().item())
+                sampled = ro.gen.logprobs[rows, : m.shape[1]]
+                stats["logp_mismatch"] += ((lp.detach() - sampled).abs() * m).sum().item()
+        gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip or float("inf"))
+        bad = torch.tensor(float(not math.isfinite(loss_total)), device=self.dist.device)
+        if all_reduce_sum(bad, self.dist).item() or not torch.isfinite(gn):
+            raise NonFiniteLossError(k + 1, loss_total if math.isfinite(loss_total) else float(gn), None)
+        self.opt.step()
+        stats["loss"] += loss_total / (cfg.epochs * cfg.minibatches)
+        stats["grad_norm"] += gn.item() / (cfg.epochs * cfg.minibatches)
+
+    def _replay_backward(self, replay, stats: dict, updates: int) -> float:
+        """Backward of the replay NLL term (gradients accumulate, not yet synced); its loss value."""
+        if replay is None:
+            return 0.0
+        prompts, ids, mask = replay
+        with self._no_sync(True):
+            lp, _ = completion_logprobs(self.ddp, prompts, ids, mask, 1.0, False, self.tok.pad_id)
+            # token mean over all ranks' replay tokens (DDP averages gradients over ranks)
+            n_tok = all_reduce_sum(mask.sum(), self.dist).clamp(min=1) / self.dist.world_size
+            nll = -(lp * mask.to(lp.dtype)).sum() / n_tok
+            (self.cfg.replay_coef * nll).backward()
+        stats["replay_nll"] += nll.item() / updates
+        return self.cfg.replay_coef * nll.item()
+
+    def _no_sync(self, skip: bool):
+        return self.ddp.no_sync() if skip and self.dist.enabled else contextlib.nullcontext()
+
+    def _metrics(self, k, ro: Rollout, stats, lr, rollout_s, update_s) -> dict:
+        """Global (all-rank) means of the step's statistics."""
+        gen, reward, per = ro.gen, ro.reward, ro.per
+        groups = reward.view(-1, self.cfg.group_size)
+        local = {
+            "n": float(self.n),
+            "groups": float(groups.shape[0]),
+            "reward": reward.sum().item(),
+            "reward_sq": (reward**2).sum().item(),
+            "zero_std": (groups.max(1).values == groups.min(1).values).sum().item(),
+            "len": gen.lengths.sum().item(),
+            "truncated": (~gen.finished).sum().item(),
+            "neg_logp": -(gen.logprobs * gen.mask).sum().item(),
+            **{f"r/{name}": v.sum().item() for name, v in per.items()},
+            **{key: stats[key] for key in SUMMED},
+        }
+        vec = torch.tensor(list(local.values()), dtype=torch.float64, device=self.dist.device)
+        vec = all_reduce_sum(vec, self.dist)
+        tot = dict(zip(local, vec.tolist()))
+        n, tokens, first = tot["n"], max(tot["tokens"], 1.0), max(tot["first_tokens"], 1.0)
+        mean = tot["reward"] / n
+        out = {
+            "step": k + 1,
+            "reward_mean": mean,
+            "reward_std": math.sqrt(max(tot["reward_sq"] / n - mean**2, 0.0)),
+            **{f"reward/{name}": tot[f"r/{name}"] / n for name in per},
+            "zero_std_frac": tot["zero_std"] / tot["groups"],  # groups whose G rewards are all equal
+            "completion_len": tot["len"] / n,  # tokens, <eos> included
+            "truncated_frac": tot["truncated"] / n,  # completions cut at max_new_tokens
+            "entropy": tot["neg_logp"] / max(tot["len"], 1.0),  # Monte Carlo: mean -log p of sampled tokens
+            "clip_low": tot["clip_low"] / tokens,  # fraction of completion tokens, over all updates
+            "clip_high": tot["clip_high"] / tokens,
+            "ratio_dev_first": stats["ratio_dev"],  # max |ratio - 1| in the first update (rank 0): 0 exactly
+            "logp_mismatch": tot["logp_mismatch"] / first,  # mean |sampler - trainer log-prob|, first update
+            "trained_frac": tot["trained"] / max(tot["len"], 1.0),  # tokens back-propagated (advantage != 0)
+            "loss": stats["loss"],
+            "grad_norm": stats["grad_norm"],  # before clipping, mean over the step's updates
+            "lr": lr,
+            "rollout_s": rollout_s,
+            "update_s": update_s,
+            "step_s": rollout_s + update_s,
+            "tokens_per_s": tot["len"] / max(rollout_s, 1e-9),  # sampled tokens per second of rollout
+        }
+        if self.ref is not None:
+            out["kl"] = tot["kl"] / tokens
+        if self.replay is not None:
+            out["replay_nll"] = stats["replay_nll"]
+        return out
+
+
+@torch.no_grad()
+def sampled_reward(model, examples, rewards: dict[str, float], samples: int = 8, temperature: float = 1.0,
+                   seed: int = 0, max_new_tokens: int | None = None, batch_size: int = 64,
+                   tokenizer: Tokenizer | None = None) -> dict:
+    """Mean reward of ``samples`` sampled completions per example: what GRPO maximizes, and whether
+    GRPO could learn from it (the regime check: p0 strictly between 0 and 1).
+
+    Returns {"reward": mean combined reward, "reward/<name>": mean of each reward function,
+    "zero_std_frac": fraction of examples whose ``samples`` rewards are all equal (a GRPO group
+    with no signal), "all_zero_frac" / "all_max_frac": of those, all at the lowest / highest
+    reward seen (0 / 1 for the answer reward)}.
+    """
+    tok = tokenizer or Tokenizer()
+    gen = torch.Generator().manual_seed(seed)
+    total, per, n = 0.0, dict.fromkeys(rewards, 0.0), 0
+    tied = all_zero = all_max = 0
+    top = sum(w for w in rewards.values() if w > 0)
+    block = model.config.block_size
+    for lo in range(0, len(examples), batch_size):
+        chunk = examples[lo : lo + batch_size]
+        prompts = [tok.encode(ex.prompt, bos=True) for ex in chunk]
+        m = max_new_tokens or block - max(len(p) for p in prompts)
+        out = generate(model, prompts, m, temperature, None, tok.eos_id, tok.pad_id, samples, gen, tok)
+        r, parts = combined_rewards([ex for ex in chunk for _ in range(samples)], out.texts, rewards)
+        total, n = total + r.sum().item(), n + len(r)
+        for name, v in parts.items():
+            per[name] += v.sum().item()
+        g = r.view(-1, samples)
+        same = g.amax(1) == g.amin(1)
+        tied += same.sum().item()
+        all_zero += (same & (g[:, 0] == 0)).sum().item()
+        all_max += (same & (g[:, 0] == top)).sum().item()
+    groups = max(n // samples, 1)
+    return {"reward": total / n, **{f"reward/{k}": v / n for k, v in per.items()},
+            "zero_std_frac": tied / groups, "all_zero_frac": all_zero / groups, "all_max_frac": all_max / groups}
