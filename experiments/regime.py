@@ -265,6 +265,8 @@ def plot(summary: list[dict], depth: int, stem: Path) -> None:
 
 
 def main(argv=None) -> int:
+    # one function: a study script read top to bottom (flags, rows, tables, files, the printed summary);
+    # left whole while the regime study it drives is running
     ap = figure_parser("python -m experiments.regime", __doc__, PRESETS)  # the flags every figure takes
     ap.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
     ap.add_argument("--rl", action="store_true", help="also train each unit's GRPO arms and their controls")

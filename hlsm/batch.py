@@ -211,6 +211,20 @@ class Batch:
 
         Row i equals ``Tokenizer.encode_item`` of item i (tests check it, item by item).
         """
+        segments, n_prompt, step_seg = self._segments(tokenizer)
+        ids, offsets, total = _write_segments(segments, tokenizer)
+        n, L = self.codes.shape
+        live = np.arange(L)[None, :] < self.depth[:, None]
+        spans = np.zeros((n, L, 2), dtype=np.int64)
+        for t, k in enumerate(step_seg):
+            end = offsets[:, k + 1] if self.fmt == "values" else offsets[:, k + 2]  # explicit: modules+value
+            spans[:, t, 0], spans[:, t, 1] = offsets[:, k] * live[:, t], end * live[:, t]
+        return ids, offsets[:, n_prompt], total, spans
+
+    def _segments(self, tokenizer) -> tuple[list, int, list[int]]:
+        """Every row as the same list of segments (content (n, w) token ids, length (n,) used of w):
+        <bos> input | modules > trace # answer <eos>; with the number of prompt segments and the
+        index of each step's chunk segment."""
         tk = tokenizer.ids
         char_id = np.zeros(256, dtype=np.uint8)
         for ch in "abcdefghijklmnopqrstuvwxyz":
@@ -249,21 +263,23 @@ class Batch:
         segments.append((const("#"), one))
         segments.append((char_id[self.values[rows, self.depth - 1]], self.value_len[rows, self.depth - 1]))
         segments.append((const(tokenizer.eos_id), one))
+        return segments, n_prompt, step_seg
 
-        # Write the segments in order at their offsets, each at full width: a segment's tail past
-        # its length lands exactly where the next segments start, so they overwrite it.
-        lens = np.stack([s_len for _, s_len in segments]).astype(np.int64)  # (K, n)
-        offsets = np.concatenate([np.zeros((1, n), dtype=np.int64), np.cumsum(lens, axis=0)]).T
-        total = offsets[:, -1]
-        width = int(max((offsets[:, k] + c.shape[1]).max() for k, (c, _) in enumerate(segments)))
-        ids = np.empty((n, width), dtype=np.uint8 if len(tokenizer) <= 256 else np.int64)
-        flat, row_start = ids.reshape(-1), (np.arange(n) * width)[:, None]
-        for k, (content, _) in enumerate(segments):
-            flat[row_start + offsets[:, k : k + 1] + np.arange(content.shape[1])] = content
-        ids[np.arange(width)[None, :] >= total[:, None]] = tokenizer.pad_id
-        ids = ids[:, : int(total.max())]
-        spans = np.zeros((n, L, 2), dtype=np.int64)
-        for t, k in enumerate(step_seg):
-            end = offsets[:, k + 1] if self.fmt == "values" else offsets[:, k + 2]  # explicit: modules+value
-            spans[:, t, 0], spans[:, t, 1] = offsets[:, k] * live[:, t], end * live[:, t]
-        return ids, offsets[:, n_prompt], total, spans
+
+def _write_segments(segments: list, tokenizer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids (n, T) pad_id-padded, offsets (n, K + 1) of each segment in its row, total (n,)).
+
+    Writes the segments in order at their offsets, each at full width: a segment's tail past its
+    length lands exactly where the next segments start, so they overwrite it.
+    """
+    lens = np.stack([s_len for _, s_len in segments]).astype(np.int64)  # (K, n)
+    n = lens.shape[1]
+    offsets = np.concatenate([np.zeros((1, n), dtype=np.int64), np.cumsum(lens, axis=0)]).T
+    total = offsets[:, -1]
+    width = int(max((offsets[:, k] + c.shape[1]).max() for k, (c, _) in enumerate(segments)))
+    ids = np.empty((n, width), dtype=np.uint8 if len(tokenizer) <= 256 else np.int64)
+    flat, row_start = ids.reshape(-1), (np.arange(n) * width)[:, None]
+    for k, (content, _) in enumerate(segments):
+        flat[row_start + offsets[:, k : k + 1] + np.arange(content.shape[1])] = content
+    ids[np.arange(width)[None, :] >= total[:, None]] = tokenizer.pad_id
+    return ids[:, : int(total.max())], offsets, total

@@ -68,6 +68,20 @@ class Generation:
     num_samples: int  # G
 
 
+def _check_sampling(n_prompts: int, max_new_tokens: int, temperature: float, top_k, num_samples: int, rows):
+    """``generate``'s arguments, each checked (ValueError naming it)."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be None or >= 1, got {top_k}")
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    if rows is not None and not (0 <= rows[0] and rows[0] + n_prompts * num_samples <= rows[1]):
+        raise ValueError(f"rows={rows} must place {n_prompts * num_samples} rows inside the global batch")
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -91,16 +105,9 @@ def generate(
     offset.. of a global batch of ``total`` sampled with the same generator (one data-parallel
     rank's share); each row's samples are then those it gets in the global batch.
     """
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be None or >= 1, got {top_k}")
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    if rows is not None and not (0 <= rows[0] and rows[0] + len(prompt_ids) * num_samples <= rows[1]):
-        raise ValueError(f"rows={rows} must place {len(prompt_ids) * num_samples} rows inside the global batch")
+    # one function: prefill, the decode loop and its dropping of finished rows share the KV cache,
+    # the row index and five per-row tensors; split, each piece would pass them all around
+    _check_sampling(len(prompt_ids), max_new_tokens, temperature, top_k, num_samples, rows)
     base, device = unwrap(model), _model_device(model)
     cfg = base.config
     ids, pad = left_pad(prompt_ids, pad_id, device)

@@ -43,7 +43,6 @@ from hlsm.checkpoint import (
     load_checkpoint,
     load_policy,
     read_config,
-    same_eval,
     save_policy,
     start_step,
 )
@@ -61,7 +60,7 @@ from hlsm.grpo_loss import (  # noqa: F401 -- the math, re-exported: hlsm.grpo.c
     replay_window,
 )
 from hlsm.grpo_trainer import GRPO, STATS, SUMMED, Rollout, sampled_reward  # noqa: F401 -- re-exported
-from hlsm.runloop import Loop, eval_line, run_loop
+from hlsm.runloop import Loop, eval_line, finished_run, run_loop
 
 # --- a run ----------------------------------------------------------------------------------
 
@@ -112,10 +111,6 @@ def train(cfg: GRPOConfig, out, resume: bool = False, progress: bool = True,
     ``snapshot_every`` > 0 also keeps the policy at step 0 and every that many steps under
     ``out/snapshots/`` (not part of the config: it does not change the run).
     """
-    from tqdm import tqdm
-
-    from hlsm.evaluate import evaluate, read_csv, write_csv
-
     cfg.validate()
     dist = init_distributed(cfg.device)
     main, out = dist.is_main, Path(out)
@@ -131,48 +126,61 @@ def train(cfg: GRPOConfig, out, resume: bool = False, progress: bool = True,
         ckpt = start_step(out, resume, log, main)
         start = trainer.load_state_dict(load_checkpoint(ckpt, dist.device)) if ckpt else 0
         log.truncate(start)
-
-        def evaluate_fn(step: int, metrics: dict, final: bool = False) -> list:
-            rows = []
-            if main:
-                rows = evaluate(trainer.model, split, cfg.eval_supports, n=cfg.eval_n, seed=cfg.seed, fmt=fmt,
-                                granularity=gran, by=("all", "module") if final or step == 0 else ("all",))
-                values, line = eval_line(rows, step, _reward_head(metrics))
-                log.log({"step": step, **values})
-                if progress:
-                    tqdm.write(line)
-                if final or step == 0:
-                    write_csv(rows, out / ("eval.csv" if final else "eval_init.csv"))
-            barrier(dist)
-            return rows
-
-        dead = [0]
-
-        def stop_fn(m: dict) -> str | None:
-            """A policy whose every group is tied at reward 0 gets no gradient: stop instead of idling."""
-            dead[0] = dead[0] + 1 if m["zero_std_frac"] == 1.0 and m["reward_mean"] == 0.0 else 0
-            if cfg.stop_when_dead and dead[0] >= cfg.stop_when_dead:
-                return (f"collapsed: every group tied at reward 0 for {dead[0]} steps in a row; "
-                        f"stopped at step {m['step']} of {cfg.steps}")
-            return None
-
+        evaluate_fn = _evaluator(cfg, trainer, split, fmt, gran, log, out, dist, progress)
         if start == 0:
             evaluate_fn(0, {})  # the base policy: p0 per support and per module before RL
         loop = Loop(out, cfg.steps, start, log, dist, cfg.eval_every, cfg.ckpt_every, cfg.log_every,
                     snapshot_every, progress, "grpo", ("reward_mean", "zero_std_frac"), last_good=ckpt)
-        done, metrics, rows = run_loop(loop, trainer.model, trainer.step, evaluate_fn, trainer.state_dict, stop_fn)
+        done, metrics, rows = run_loop(loop, trainer.model, trainer.step, evaluate_fn, trainer.state_dict,
+                                       _dead_stop(cfg))
         if start >= cfg.steps:  # resumed a finished run: report it; evaluate again only if asked differently
-            metrics = next((m for m in reversed(log.read()) if "reward_mean" in m), {})
-            if same_eval(out, cfg.to_dict()):
-                rows = read_csv(out / "eval.csv") if main else []
-            else:
-                rows = evaluate_fn(cfg.steps, metrics, final=True)
+            metrics, rows = finished_run(out, cfg.to_dict(), log, "reward_mean", main, evaluate_fn, cfg.steps)
         if main:
             save_policy(out, trainer.model, {"step": done, "config": cfg.to_dict()})
         barrier(dist)
     finally:
         cleanup(dist)
     return GRPOResult(trainer.model, done, metrics, rows, out)
+
+
+def _evaluator(cfg: GRPOConfig, trainer: GRPO, split, fmt: str, gran: int, log: MetricsLog, out: Path, dist,
+               progress: bool):
+    """``run_loop``'s evaluate_fn: greedy accuracy on rank 0, by module too at step 0 and at the end
+    (kept as eval_init.csv and eval.csv); the other ranks wait and get []."""
+    from tqdm import tqdm
+
+    from hlsm.evaluate import evaluate, write_csv
+
+    def evaluate_fn(step: int, metrics: dict, final: bool = False) -> list:
+        rows = []
+        if dist.is_main:
+            rows = evaluate(trainer.model, split, cfg.eval_supports, n=cfg.eval_n, seed=cfg.seed, fmt=fmt,
+                            granularity=gran, by=("all", "module") if final or step == 0 else ("all",))
+            values, line = eval_line(rows, step, _reward_head(metrics))
+            log.log({"step": step, **values})
+            if progress:
+                tqdm.write(line)
+            if final or step == 0:
+                write_csv(rows, out / ("eval.csv" if final else "eval_init.csv"))
+        barrier(dist)
+        return rows
+
+    return evaluate_fn
+
+
+def _dead_stop(cfg: GRPOConfig):
+    """``run_loop``'s stop_fn: a policy whose every group is tied at reward 0 gets no gradient, so
+    after ``cfg.stop_when_dead`` such steps in a row stop instead of idling."""
+    dead = [0]
+
+    def stop_fn(m: dict) -> str | None:
+        dead[0] = dead[0] + 1 if m["zero_std_frac"] == 1.0 and m["reward_mean"] == 0.0 else 0
+        if cfg.stop_when_dead and dead[0] >= cfg.stop_when_dead:
+            return (f"collapsed: every group tied at reward 0 for {dead[0]} steps in a row; "
+                    f"stopped at step {m['step']} of {cfg.steps}")
+        return None
+
+    return stop_fn
 
 
 # --- command line ---------------------------------------------------------------------------

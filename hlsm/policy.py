@@ -190,6 +190,24 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+def attention_mask(start: int, T: int, key_mask: torch.Tensor | None, device) -> torch.Tensor | str | None:
+    """The mask of T queries at positions start.. over the start + T keys: "causal", None (one query
+    after the cache: it sees every key) or a bool (B or 1, 1, T, S) tensor; ``key_mask`` as in
+    ``Policy.forward``. Plain causal attention lets SDPA use its fused kernel, so a tensor is built
+    only when padding or a cache offset needs one."""
+    if key_mask is None and start == 0:
+        return "causal"
+    if key_mask is None and T == 1:
+        return None
+    S = start + T
+    qpos = torch.arange(start, S, device=device)[:, None]
+    kpos = torch.arange(S, device=device)[None, :]
+    allowed = (kpos <= qpos)[None]
+    if key_mask is not None:
+        allowed = (allowed & key_mask[:, None, :S]) | (kpos == qpos)[None]
+    return allowed[:, None]  # (B or 1, 1, T, S)
+
+
 class Policy(nn.Module):
     def __init__(self, cfg: PolicyConfig):
         super().__init__()
@@ -248,21 +266,7 @@ class Policy(nn.Module):
         if positions is None:
             positions = torch.arange(start, start + T, device=idx.device)[None, :]
 
-        # Plain causal attention lets SDPA use its fused kernel; a mask is built only when padding
-        # or a cache offset needs one.
-        if key_mask is None and start == 0:
-            mask = "causal"
-        elif key_mask is None and T == 1:
-            mask = None
-        else:
-            S = start + T
-            qpos = torch.arange(start, S, device=idx.device)[:, None]
-            kpos = torch.arange(S, device=idx.device)[None, :]
-            allowed = (kpos <= qpos)[None]
-            if key_mask is not None:
-                allowed = (allowed & key_mask[:, None, :S]) | (kpos == qpos)[None]
-            mask = allowed[:, None]  # (B or 1, 1, T, S)
-
+        mask = attention_mask(start, T, key_mask, idx.device)
         x = self.wte(idx)
         rope = None
         if self.wpe is not None:

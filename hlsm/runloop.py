@@ -8,6 +8,7 @@
 it naming the last good checkpoint. ``evaluate_fn(done, metrics, final)`` evaluates and returns
 rows, ``state_fn(done)`` is the checkpoint payload, and ``stop_fn(metrics)`` may return a reason
 to stop early (logged as an event; the stop is then the final step: evaluated, checkpointed).
+``finished_run`` is what a resumed run that had already finished reports instead of training.
 The trainers keep what differs (their step, their resume state) and clean up in ``finally``.
 """
 
@@ -16,7 +17,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hlsm.checkpoint import CHECKPOINT, MetricsLog, NonFiniteLossError, save_checkpoint, save_policy, snapshot_name
+from hlsm.checkpoint import (
+    CHECKPOINT,
+    MetricsLog,
+    NonFiniteLossError,
+    same_eval,
+    save_checkpoint,
+    save_policy,
+    snapshot_name,
+)
 from hlsm.distributed import DistInfo, barrier
 
 
@@ -79,6 +88,18 @@ def run_loop(loop: Loop, model, step_fn, evaluate_fn, state_fn, stop_fn=None) ->
     finally:
         bar.close()
     return done, metrics, rows
+
+
+def finished_run(out: Path, config: dict, log: MetricsLog, key: str, main: bool, evaluate_fn,
+                 steps: int) -> tuple[dict, list]:
+    """(last metrics, eval rows) of a resumed run that had already finished: the last logged line
+    holding ``key``, and its eval.csv if made with these evaluation settings, else a new final one."""
+    from hlsm.evaluate import read_csv
+
+    metrics = next((m for m in reversed(log.read()) if key in m), {})
+    if same_eval(out, config):
+        return metrics, (read_csv(out / "eval.csv") if main else [])
+    return metrics, evaluate_fn(steps, metrics, final=True)
 
 
 def eval_line(rows, step: int, head: str = "") -> tuple[dict, str]:

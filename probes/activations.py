@@ -41,6 +41,7 @@ from hlsm.text import Tokenizer
 KINDS = ("routing_token", "skill_token", "before", "first", "step")
 SKILL_INDEX = {s: i for i, s in enumerate(SKILL_NAMES)}
 ROUTING_INDEX = {r: i for i, r in enumerate(ROUTING_NAMES)}
+LABELS = ("skill", "routing", "step", "depth", "seen", "example", "pos", "kind", "token", "prev")  # per row
 
 
 @dataclass
@@ -145,15 +146,27 @@ def capture(
     layers = list(range(len(names))) if layers is None else [int(i) for i in layers]
     if not layers or min(layers) < 0 or max(layers) >= len(names):
         raise ValueError(f"layers must index into {names}, got {layers}")
-    is_seen = _seen_fn(seen)
-
     # Labels first (cheap, no model): they fix N, so the activation array is allocated once.
-    seqs, per_ex, lab = [], [], {k: [] for k in ("skill", "routing", "step", "depth", "seen", "example",
-                                                  "pos", "kind", "token", "prev")}
+    seqs, per_ex, lab = _labels(examples, kinds, tok, _seen_fn(seen), base.config.block_size)
+    n = sum(len(r) for r in per_ex)
+    X = np.zeros((len(layers), n, base.config.n_embd), dtype=np.float32)
+    was_training = base.training
+    base.eval()
+    try:
+        _fill(X, base, seqs, per_ex, layers, batch_size, device, tok.pad_id)
+    finally:
+        base.train(was_training)
+    arr = {k: np.asarray(v, dtype=bool if k == "seen" else np.int64) for k, v in lab.items()}
+    return Activations(X=X, layer_names=[names[i] for i in layers], **arr)
+
+
+def _labels(examples: Sequence, kinds: tuple, tok: Tokenizer, is_seen, block_size: int):
+    """(token ids per example, its (pos, step, kind) rows, the label lists of all rows, in order)."""
+    seqs, per_ex, lab = [], [], {k: [] for k in LABELS}
     for e, ex in enumerate(examples):
         ids, _ = tok.encode_item(ex)
-        if len(ids) > base.config.block_size:
-            raise ValueError(f"example {e} has {len(ids)} tokens > block_size={base.config.block_size}")
+        if len(ids) > block_size:
+            raise ValueError(f"example {e} has {len(ids)} tokens > block_size={block_size}")
         rows = token_rows(ex, kinds, tok)
         seqs.append(ids)
         per_ex.append(rows)
@@ -164,31 +177,25 @@ def capture(
                            ("step", t), ("depth", ex.depth), ("seen", s_), ("example", e), ("pos", p),
                            ("kind", k), ("token", ids[p]), ("prev", ids[p - 1] if p else -1)):
                 lab[key].append(v)
-    n = sum(len(r) for r in per_ex)
-    X = np.zeros((len(layers), n, base.config.n_embd), dtype=np.float32)
+    return seqs, per_ex, lab
 
-    was_training = base.training
-    base.eval()
-    try:
-        row = 0
-        for lo in range(0, len(examples), batch_size):
-            chunk = range(lo, min(lo + batch_size, len(examples)))
-            # right padding: with a causal mask, padding after a row's tokens never reaches them
-            width = max(len(seqs[e]) for e in chunk)
-            ids = torch.full((len(chunk), width), tok.pad_id, dtype=torch.long)
-            for b, e in enumerate(chunk):
-                ids[b, : len(seqs[e])] = torch.tensor(seqs[e])
-            _, hidden = base(ids.to(device), return_hidden=True)
-            b_idx = np.concatenate([[b] * len(per_ex[e]) for b, e in enumerate(chunk)]).astype(np.int64)
-            p_idx = np.array([p for e in chunk for p, _, _ in per_ex[e]], dtype=np.int64)
-            if len(b_idx) == 0:
-                continue
-            bi, pi = torch.from_numpy(b_idx).to(device), torch.from_numpy(p_idx).to(device)
-            for li, layer in enumerate(layers):
-                X[li, row : row + len(b_idx)] = hidden[layer][bi, pi].float().cpu().numpy()
-            row += len(b_idx)
-    finally:
-        base.train(was_training)
 
-    arr = {k: np.asarray(v, dtype=bool if k == "seen" else np.int64) for k, v in lab.items()}
-    return Activations(X=X, layer_names=[names[i] for i in layers], **arr)
+def _fill(X: np.ndarray, base, seqs: list, per_ex: list, layers: list, batch_size: int, device, pad_id: int):
+    """Forward the examples batch by batch and write each row's residual stream at ``layers`` into X."""
+    row = 0
+    for lo in range(0, len(seqs), batch_size):
+        chunk = range(lo, min(lo + batch_size, len(seqs)))
+        # right padding: with a causal mask, padding after a row's tokens never reaches them
+        width = max(len(seqs[e]) for e in chunk)
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        for b, e in enumerate(chunk):
+            ids[b, : len(seqs[e])] = torch.tensor(seqs[e])
+        _, hidden = base(ids.to(device), return_hidden=True)
+        b_idx = np.concatenate([[b] * len(per_ex[e]) for b, e in enumerate(chunk)]).astype(np.int64)
+        p_idx = np.array([p for e in chunk for p, _, _ in per_ex[e]], dtype=np.int64)
+        if len(b_idx) == 0:
+            continue
+        bi, pi = torch.from_numpy(b_idx).to(device), torch.from_numpy(p_idx).to(device)
+        for li, layer in enumerate(layers):
+            X[li, row : row + len(b_idx)] = hidden[layer][bi, pi].float().cpu().numpy()
+        row += len(b_idx)

@@ -156,6 +156,32 @@ class PatchResult:
                 "n_able": int(able.sum()), "interchange": rate(self.follow, able)}
 
 
+def _twins(exs: Sequence[Example], t: int, what: str, choices: Sequence[str] | None, seed: int) -> list[Example]:
+    """Each example's counterfactual at step t: another module from ``choices`` (default: those used
+    at step t, else all), drawn with ``seed``, and one whose values are all non-empty if any is."""
+    rng = np.random.default_rng(seed)
+    field = "routing" if what == "routing" else "skill"
+    pool = sorted(set(choices or [getattr(ex.steps[t - 1], field) for ex in exs]))
+    if what != "self" and len(pool) < 2:
+        pool = list(ROUTING_NAMES if field == "routing" else SKILL_NAMES)
+    twins = []
+    for ex in exs:
+        if what == "self":
+            twins.append(ex)
+            continue
+        own = getattr(ex.steps[t - 1], field)
+        other = [m for m in pool if m != own]
+        twin = counterfactual(ex, t, **{field: other[rng.integers(len(other))]})
+        if not all(s.value for s in twin.steps):  # an empty value would make "#" its right answer
+            for m in other:
+                cf = counterfactual(ex, t, **{field: m})
+                if all(s.value for s in cf.steps):
+                    twin = cf
+                    break
+        twins.append(twin)
+    return twins
+
+
 def patch_step(
     model,
     examples: Sequence[Example],
@@ -195,27 +221,7 @@ def patch_step_layers(
     exs = [ex for ex in examples if ex.depth >= t]
     if not exs:
         raise ValueError(f"no example has a step t={t}")
-    rng = np.random.default_rng(seed)
-    field = "routing" if what == "routing" else "skill"
-    pool = sorted(set(choices or [getattr(ex.steps[t - 1], field) for ex in exs]))
-    if what != "self" and len(pool) < 2:
-        pool = list(ROUTING_NAMES if field == "routing" else SKILL_NAMES)
-    twins = []
-    for ex in exs:
-        if what == "self":
-            twins.append(ex)
-            continue
-        own = getattr(ex.steps[t - 1], field)
-        other = [m for m in pool if m != own]
-        twin = counterfactual(ex, t, **{field: other[rng.integers(len(other))]})
-        if not all(s.value for s in twin.steps):  # an empty value would make "#" its right answer
-            for m in other:
-                cf = counterfactual(ex, t, **{field: m})
-                if all(s.value for s in cf.steps):
-                    twin = cf
-                    break
-        twins.append(twin)
-
+    twins = _twins(exs, t, what, choices, seed)
     texts, twin_texts, patched = [], [], {layer: [] for layer in layers}
     for lo in range(0, len(exs), batch_size):
         chunk, twin = exs[lo : lo + batch_size], twins[lo : lo + batch_size]

@@ -215,9 +215,8 @@ def print_drift(model, base, split, examples, n: int, seed: int, fmt: str, g: in
     _table(["support", "kind", "module", "n", "base", "run", "delta"], rows)
 
 
-def main(argv=None) -> int:
-    p = _parser()
-    args = p.parse_args(argv)
+def _check_args(p, args) -> tuple[Path, Path | None, Path]:
+    """(the run, the base run or None, the heatmap path), or a usage error naming the bad flag."""
     run = _check_run(p, "--run", args.run)
     base_run = _check_run(p, "--base", args.base) if args.base else None
     if args.n < 4:
@@ -229,6 +228,27 @@ def main(argv=None) -> int:
         p.error(f"--out must be a .png path, got {args.out}")
     if not out.parent.is_dir():
         p.error(f"--out {args.out}: directory {out.parent} does not exist")
+    return run, base_run, out
+
+
+def _device(p, name: str):
+    """``--device`` as a torch.device (auto: cuda if there is one), or a usage error."""
+    import torch
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+    try:
+        device = torch.device(device)
+    except RuntimeError as e:
+        p.error(f"--device {name}: {e}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def main(argv=None) -> int:
+    p = _parser()
+    args = p.parse_args(argv)
+    run, base_run, out = _check_args(p, args)
 
     import torch
 
@@ -239,13 +259,7 @@ def main(argv=None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    try:
-        device = torch.device(device)
-    except RuntimeError as e:
-        p.error(f"--device {args.device}: {e}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        p.error(f"--device {args.device}: CUDA is not available on this machine")
+    device = _device(p, args.device)
     try:
         split, fmt, g, names = run_data(run)
         model, _ = load_policy(run, device)

@@ -101,28 +101,29 @@ every unit of c is identified (algebraic). ``LocalReachability`` names the steps
 and the unidentified units, and grades c by the fraction of witnessed steps. A witness of ``I_t``
 covers every ``module`` interface key of step t, so this criterion is stronger than the graph one.
 
-RL enrichment. Given p0 (the SFT policy's success rate) per RL composition and a band (lo, hi),
-exclusive, an RL composition is *active* when ``lo < p0 < hi`` (reached, not saturated; an
-exact-answer reward tells success from failure). An interface not witnessed in SFT is *enrichable*
-iff an active RL composition witnesses it. RL is predicted to make c reachable iff c is locally
-reachable from SFT + the active RL compositions (units identified there too). ``Enrichment`` gives
-each interface's status: ``sft``, ``enrichable`` (via which composition, its p0), ``saturated``
-(p0 >= hi), ``unreached`` (p0 <= lo), ``unmeasured`` or ``no witness``.
+RL enrichment (``rl_enrichment.py`` states it in full). Given p0 (the SFT policy's success rate) per
+RL composition and a band (lo, hi), exclusive, an RL composition is *active* when ``lo < p0 < hi``
+(reached, not saturated; an exact-answer reward tells success from failure). An interface not
+witnessed in SFT is *enrichable* iff an active RL composition witnesses it. RL is predicted to make
+c reachable iff c is locally reachable from SFT + the active RL compositions (units identified there
+too). ``Enrichment`` gives each interface's status: ``sft``, ``enrichable`` (via which composition,
+its p0), ``saturated`` (p0 >= hi), ``unreached`` (p0 <= lo), ``unmeasured`` or ``no witness``.
 
 Files
 -----
 Each file imports only those above it; this one re-exports the public API.
 
-  parse.py      units and interfaces of a composition; supports from lists, Supports, JSON files
-  algebra.py    the algebraic criterion: incidence matrices, the exact mod-p + sympy solve, ``UnitReport``
-  coverage.py   the graph criterion: interfaces covered, ``ModuleCoverage``, components
-  results.py    ``identify`` -> ``Identification`` (both criteria, ``.reach``), and ``reach``
-  local.py      the local criterion (``local_support``, ``local_reach`` -> ``LocalReachability``), p0 files,
-                the RL-enrichment check (``enrichment`` -> ``Enrichment``)
-  repairs.py    support algebra: ``compare`` (``Comparison``) and ``repair`` (``Repair``)
-  report.py     ``format_report``, ``format_certificate``, ``format_local``, ``format_enrichment`` (text)
-                and ``jsonable`` (JSON)
-  cli.py        ``main``, the command line; ``__main__.py`` runs it for ``python -m hlsm.identify``
+  parse.py          units and interfaces of a composition; supports from lists, Supports, JSON files
+  algebra.py        the algebraic criterion: incidence matrices, the exact mod-p + sympy solve, ``UnitReport``
+  coverage.py       the graph criterion: interfaces covered, ``ModuleCoverage``, components
+  results.py        ``identify`` -> ``Identification`` (both criteria, ``.reach``), and ``reach``
+  local.py          the local criterion: local interfaces, their witnesses (``local_support``, ``local_reach``
+                    -> ``LocalReachability``)
+  rl_enrichment.py  the RL-enrichment check on top of it (``enrichment`` -> ``Enrichment``), p0 files, the band
+  repairs.py        support algebra: ``compare`` (``Comparison``) and ``repair`` (``Repair``)
+  report.py         ``format_report``, ``format_certificate``, ``format_local``, ``format_enrichment`` (text)
+                    and ``jsonable`` (JSON)
+  cli.py            ``main``, the command line; ``__main__.py`` runs it for ``python -m hlsm.identify``
 """
 
 from hlsm.identify.algebra import PRIME, UnitReport
@@ -130,21 +131,14 @@ from hlsm.identify.cli import main
 from hlsm.identify.coverage import ModuleCoverage, interface_roles
 from hlsm.identify.local import (
     INPUT,
-    STATUSES,
-    Enrichment,
-    InterfaceEnrichment,
     InterfaceWitness,
     LocalReachability,
     LocalSupport,
     Witnesses,
-    check_band,
-    enrichment,
-    load_p0,
     local_interface,
     local_interfaces,
     local_reach,
     local_support,
-    p0_of,
     show_interface,
     witnesses,
 )
@@ -166,6 +160,15 @@ from hlsm.identify.parse import (
 from hlsm.identify.repairs import EXACT_LIMIT, Comparison, Repair, compare, repair
 from hlsm.identify.report import format_certificate, format_enrichment, format_local, format_report, jsonable
 from hlsm.identify.results import Identification, Reachability, identify, reach
+from hlsm.identify.rl_enrichment import (
+    STATUSES,
+    Enrichment,
+    InterfaceEnrichment,
+    check_band,
+    enrichment,
+    load_p0,
+    p0_of,
+)
 
 # constants are copies: rebinding hlsm.identify.PRIME (or EXACT_LIMIT, ENUMERATE) changes nothing;
 # patch the module that reads it (hlsm.identify.algebra.PRIME, .repairs.EXACT_LIMIT, .parse.ENUMERATE)

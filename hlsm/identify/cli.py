@@ -7,11 +7,12 @@ import json
 import sys
 from pathlib import Path
 
-from hlsm.identify.local import BAND, LocalSupport, check_band, enrichment, load_p0, witnesses
+from hlsm.identify.local import LocalSupport, witnesses
 from hlsm.identify.parse import INTERFACES, KINDS, compositions_of, load, show, union
 from hlsm.identify.repairs import compare, repair
 from hlsm.identify.report import format_certificate, format_enrichment, format_local, format_report, jsonable
 from hlsm.identify.results import identify
+from hlsm.identify.rl_enrichment import BAND, check_band, enrichment, load_p0
 from hlsm.support import Split
 
 

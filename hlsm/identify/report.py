@@ -7,10 +7,11 @@ from dataclasses import fields, is_dataclass
 from fractions import Fraction
 
 from hlsm.identify.algebra import UnitReport
-from hlsm.identify.local import STATUSES, Enrichment, LocalReachability
+from hlsm.identify.local import LocalReachability
 from hlsm.identify.parse import INTERFACE_DOC, KINDS, show
 from hlsm.identify.repairs import Comparison, Repair
 from hlsm.identify.results import Identification, Reachability
+from hlsm.identify.rl_enrichment import STATUSES, Enrichment
 
 
 def jsonable(obj):

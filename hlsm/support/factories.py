@@ -49,6 +49,42 @@ def _check_ranges(**ranges: tuple[int, int]) -> None:
                 )
 
 
+def _check_deeper(deeper: tuple[int, ...], depth: int) -> None:
+    if deeper and min(deeper) <= depth:
+        raise ValueError(f"deeper depths must exceed depth={depth}, got {deeper!r}")
+
+
+def _sft_depths(sft_depths: tuple[int, ...], depth: int) -> tuple[int, ...]:
+    """The depths SFT shows (default ``(depth,)``): ``depth`` itself and shallower ones only."""
+    sft_depths = tuple(sft_depths) or (depth,)
+    if depth not in sft_depths or any(not 1 <= d <= depth for d in sft_depths):
+        raise ValueError(f"sft_depths must include depth={depth} and lie in 1..{depth}, got {sft_depths!r}")
+    return sft_depths
+
+
+def _kept_modules(heldout: tuple[str, ...], skills: tuple[str, ...], routings: tuple[str, ...]):
+    """(the skills, the routings) SFT keeps once ``heldout`` (skills only or routings only, each in
+    the inventory) is taken out; ValueError if it leaves none of its kind."""
+    unknown = [h for h in heldout if h not in SKILLS and h not in ROUTINGS]
+    if unknown:
+        raise ValueError(f"heldout: unknown module {unknown[0]!r}; allowed: a skill ({', '.join(SKILLS)}) "
+                         f"or a routing ({', '.join(ROUTINGS)})")
+    is_skill = [h in SKILLS for h in heldout]
+    if not heldout or not (all(is_skill) or not any(is_skill)):
+        raise ValueError(f"heldout must name skills only or routings only, got {heldout!r}")
+    if not all(is_skill):
+        check_routings(heldout)
+    inventory = skills if all(is_skill) else routings
+    missing = [h for h in heldout if h not in inventory]
+    if missing:
+        raise ValueError(f"heldout {missing!r} not in the inventory {inventory!r}")
+    kept_skills = tuple(s for s in skills if s not in heldout)
+    kept_routings = tuple(r for r in routings if r not in heldout)
+    if not kept_skills or not kept_routings:
+        raise ValueError(f"heldout {heldout!r} leaves no module of its kind for SFT")
+    return kept_skills, kept_routings
+
+
 TRAIN_INPUTS = (0, 800)  # input hash buckets used by training streams
 EVAL_INPUTS = (800, N_BUCKETS)  # ... and by evaluation streams: no eval item repeats a train item
 
@@ -78,12 +114,9 @@ def compositional_split(
     (default: ``(depth,)``) lets SFT also show shallower compounds of its bucket range, e.g.
     (1, 2, 3); RL, ``seen`` and ``unseen`` stay at L = depth.
     """
-    if deeper and min(deeper) <= depth:
-        raise ValueError(f"deeper depths must exceed depth={depth}, got {deeper!r}")
+    _check_deeper(deeper, depth)
     _check_ranges(sft=sft, rl=rl, heldout=heldout)
-    sft_depths = tuple(sft_depths) or (depth,)
-    if depth not in sft_depths or any(not 1 <= d <= depth for d in sft_depths):
-        raise ValueError(f"sft_depths must include depth={depth} and lie in 1..{depth}, got {sft_depths!r}")
+    sft_depths = _sft_depths(sft_depths, depth)
     common = dict(
         skills=tuple(skills),
         routings=tuple(routings),
@@ -148,37 +181,20 @@ def heldout_split(
     ``eval_heldout_atoms`` (fresh inputs) and ``seen`` (SFT compositions at ``depth``, fresh inputs:
     forgetting).
     """
+    # one function: half of it is signature and docstring; the rest, the checks then the supports the
+    # docstring names, reads top to bottom beside it (the module checks are _kept_modules)
     if isinstance(heldout, str):  # a bare name would be split into its characters
         raise ValueError(f"heldout must be a tuple of module names, got the string {heldout!r}; "
                          f"write ({heldout!r},)")
     heldout = tuple(heldout)
     _check_ranges(rl=rl, test=test)
     _check_ranges(sft=sft)  # of the kept modules' compositions: no overlap with rl / test possible
-    sft_depths = tuple(sft_depths) or (depth,)
-    if depth not in sft_depths or any(not 1 <= d <= depth for d in sft_depths):
-        raise ValueError(f"sft_depths must include depth={depth} and lie in 1..{depth}, got {sft_depths!r}")
-    if deeper and min(deeper) <= depth:
-        raise ValueError(f"deeper depths must exceed depth={depth}, got {deeper!r}")
+    sft_depths = _sft_depths(sft_depths, depth)
+    _check_deeper(deeper, depth)
     if shallow and not 1 < shallow < depth:
         raise ValueError(f"shallow must be 0 (none) or a depth in 2..{depth - 1}, got {shallow!r}")
     skills, routings = check_skills(skills), check_routings(routings)
-    unknown = [h for h in heldout if h not in SKILLS and h not in ROUTINGS]
-    if unknown:
-        raise ValueError(f"heldout: unknown module {unknown[0]!r}; allowed: a skill ({', '.join(SKILLS)}) "
-                         f"or a routing ({', '.join(ROUTINGS)})")
-    is_skill = [h in SKILLS for h in heldout]
-    if not heldout or not (all(is_skill) or not any(is_skill)):
-        raise ValueError(f"heldout must name skills only or routings only, got {heldout!r}")
-    if not all(is_skill):
-        check_routings(heldout)
-    inventory = skills if all(is_skill) else routings
-    missing = [h for h in heldout if h not in inventory]
-    if missing:
-        raise ValueError(f"heldout {missing!r} not in the inventory {inventory!r}")
-    kept_skills = tuple(s for s in skills if s not in heldout)
-    kept_routings = tuple(r for r in routings if r not in heldout)
-    if not kept_skills or not kept_routings:
-        raise ValueError(f"heldout {heldout!r} leaves no module of its kind for SFT")
+    kept_skills, kept_routings = _kept_modules(heldout, skills, routings)
     common = dict(partition_seed=partition_seed, input_len=tuple(input_len), alphabet=alphabet)
     train_in = dict(common, input_buckets=TRAIN_INPUTS)
     eval_in = dict(common, input_buckets=EVAL_INPUTS)
