@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments import heldout, protocol
+from experiments import protocol
 from experiments.report import figure_parser, mean_ci, output_dir, provenance, save_figure, write_csv, write_json
 from experiments.runs import cached_json
 from hlsm.names import EVAL_HELDOUT_ATOMS, probe_stream
@@ -79,14 +79,18 @@ def probe_run(run: Path, target: str, supports: tuple[str, ...], seed: int, rand
 def collect(a) -> tuple[list[dict], list[dict]]:
     units = [(sp, s) for sp in a.splits for s in a.seeds]
     runs = {}
-    study = protocol.StudyConfig(a.preset, tuple(a.seeds), tuple(a.splits), ("grpo",), "core", a.workers,
-                                 a.runs, a.out)
-    for r in protocol.run_study(study):
-        runs[("skill", r["split"], r["seed"], r["condition"])] = Path(a.runs) / r["run"]
-    finals = heldout.run_units("fig3", a.preset, a.splits, a.seeds, a.runs, a.workers,
-                               only=tuple(TASKS["routing"][0].values()))[0] if "routing" in a.targets else []
-    for r in finals:
-        runs[("routing", r["split"], r["seed"], r["condition"])] = Path(a.runs) / r["run"]
+    if "skill" in a.targets:  # only the runs of the targets asked for are trained (or read)
+        study = protocol.StudyConfig(a.preset, tuple(a.seeds), tuple(a.splits), ("grpo",), "core", a.workers,
+                                     a.runs, a.out)
+        for r in protocol.run_study(study):
+            runs[("skill", r["split"], r["seed"], r["condition"])] = Path(a.runs) / r["run"]
+    if "routing" in a.targets:
+        from experiments import heldout
+
+        finals = heldout.run_units("fig3", a.preset, a.splits, a.seeds, a.runs, a.workers,
+                                   only=tuple(TASKS["routing"][0].values()))[0]
+        for r in finals:
+            runs[("routing", r["split"], r["seed"], r["condition"])] = Path(a.runs) / r["run"]
     probe, causal = [], []
     for target, (conds, supports) in TASKS.items():
         if target not in a.targets:
