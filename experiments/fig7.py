@@ -62,7 +62,8 @@ def summarize(scored: list[dict]) -> list[dict]:
                 row[f"{m}_mean"], row[f"{m}_ci95"], row["n"] = mean_ci([r[m] for r in sel if r["condition"] == c])
                 d = paired(sel, c, "grpo", m) if c != "grpo" else (0.0, 0.0, 0)
                 row[f"{m}_minus_outcome"], row[f"{m}_minus_outcome_ci95"] = d[0], d[1]
-                d = paired(sel, c, "control", m) if c != "control" else (0.0, 0.0, 0)  # both GRPO runs' control
+                ref = protocol.CONTROL_OF.get(c, c)  # a GRPO run's labelled control (both share one)
+                d = paired(sel, c, ref, m) if ref != c else (0.0, 0.0, 0)
                 row[f"{m}_minus_control"], row[f"{m}_minus_control_ci95"] = d[0], d[1]
             out.append(row)
     return out
