@@ -69,6 +69,12 @@ def deeper_accuracy(run: Path, split: dict, n: int, seed: int) -> dict[int, floa
     return {int(r["group"]): float(r["answer"]) for r in posthoc_eval(run, split, (DEEPER,), n, seed, by=("depth",))}
 
 
+def posthoc_accuracy(run: Path, split: dict, supports: tuple[str, ...], n: int, seed: int) -> dict[str, float]:
+    """support -> greedy accuracy of a finished run on ``n`` items of each of ``split``'s ``supports``
+    (post hoc and cached, as ``deeper_accuracy``)."""
+    return {r["support"]: float(r["answer"]) for r in posthoc_eval(run, split, tuple(supports), n, seed, by=("all",))}
+
+
 def deeper_split(spec: dict) -> dict:
     """``spec`` with its deeper support at L_train + 1 and + 2 (what every figure scores as deeper)."""
     return dict(spec, deeper=[spec["depth"] + 1, spec["depth"] + 2])

@@ -21,6 +21,7 @@ Runs are cached under ``--runs`` by config hash and resume after a kill.
 from __future__ import annotations
 
 import json
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,12 +34,13 @@ from experiments.engine import (
     final_accuracy,
     grpo_config,
     parallel,
+    posthoc_accuracy,
     train_units,
 )
 from experiments.report import figure_parser, mean_ci, output_dir, provenance, save_figure, write_csv, write_json
 from hlsm.checkpoint import read_metrics
 from hlsm.control import labelled_control
-from hlsm.names import DEEPER, RL_ATOMS, RL_INSIDE, RL_PROMPTS, SEEN, UNSEEN
+from hlsm.names import DEEPER, RL_ATOMS, RL_INSIDE, RL_PROMPTS, SEEN, SFT_MISSING, UNSEEN
 from hlsm.support import DEFAULT_SPLIT
 
 SUPPORTS = (SEEN, RL_PROMPTS, UNSEEN, DEEPER)
@@ -69,7 +71,17 @@ PRESETS = {
                          split=STUDY_SPLIT, n_deeper=256),
 }
 
-# SFT bases: the preset's SFT and the sharpness / position-encoding variants.
+
+def sft_missing_split(split: dict) -> dict:
+    """The split overrides of the ``sft_missing`` base: a quarter of the split's skills (at least one),
+    drawn with its partition seed, that SFT never shows (the paper removes 4 of its 24 skills; a quarter
+    of 8 leaves about half of the unseen L = 3 compositions using one, so both halves are measured)."""
+    skills = list(split["skills"])
+    return {"sft_missing": sorted(random.Random(split["partition_seed"]).sample(skills, max(1, len(skills) // 4)))}
+
+
+# SFT bases: the preset's SFT and the sharpness / position-encoding variants. A base's "split" entry
+# is a function of the unit's split spec giving overrides of it.
 BASES = {
     "sft": {},
     "sft_short": {"steps": 1 / 3},  # early stopped: a third of the updates (a softer policy)
@@ -81,9 +93,11 @@ BASES = {
     # chosen regime's sft_depths (1, 2, 3) does, the few atoms among them remain)
     "sft_compounds": {"train_supports": {"sft": 1.0}, "steps": 0.5},
     "sft_atoms": {"train_supports": {"atoms": 1.0}, "steps": 0.5},  # atoms only as L = 1 traces
+    # the compound-trace SFT of sft_compounds that never shows a quarter of the skills (sft_missing_split)
+    "sft_missing": {"train_supports": {SFT_MISSING: 1.0}, "steps": 0.5, "split": sft_missing_split},
 }
 
-VARIANT_BASES = ("sft_short", "sft_ls", "sft_rope", "sft_nopos", "sft_compounds", "sft_atoms")
+VARIANT_BASES = ("sft_short", "sft_ls", "sft_rope", "sft_nopos", "sft_compounds", "sft_atoms", "sft_missing")
 # name -> (base, kind, GRPO overrides (kind grpo) or the GRPO condition it mirrors (kind control), tier).
 # kind: base | grpo | control. A control is ``hlsm.control.labelled_control`` of its GRPO condition:
 # continued SFT on exactly the prompts (and replay items) that GRPO run samples, in the same order.
@@ -174,9 +188,11 @@ def unit_configs(cfg: StudyConfig, split_seed: int, seed: int) -> dict[str, tupl
     grpo_kw = dict(p["grpo"], **cfg.extra.get("grpo", {}))
     bases = {}
     for name, over in BASES.items():
+        over = dict(over)
+        base_split = dict(split, **over.pop("split", lambda _: {})(split))
         kw = dict(sft_kw)
         kw.update(_scaled(sft_kw, over))
-        bases[name] = base_config(kw, split, seed)
+        bases[name] = base_config(kw, base_split, seed)
     grpo = lambda over: grpo_config(dict(grpo_kw, **_scaled(grpo_kw, over)), seed)
     out = {}
     for name in cfg.chosen():
@@ -199,7 +215,9 @@ def grpo_stats(run: Path) -> dict[str, float]:
             "reward_last": sum(m["reward_mean"] for m in ms[-5:]) / len(ms[-5:]), "entropy": mean("entropy")}
 
 
-def run_study(cfg: StudyConfig, progress: bool = True) -> list[dict]:
+def run_study(cfg: StudyConfig, progress: bool = True, posthoc: tuple[str, ...] = (), posthoc_split=None) -> list[dict]:
+    """One row per unit x condition x support (``SUPPORTS``, then the ``posthoc`` evaluation supports,
+    scored after training on ``eval_n`` items of the unit's split spec updated by ``posthoc_split(spec)``)."""
     cfg.validate()
     units = [(sp, s) for sp in cfg.splits for s in cfg.seeds]
     plans = {u: unit_configs(cfg, *u) for u in units}
@@ -209,13 +227,20 @@ def run_study(cfg: StudyConfig, progress: bool = True) -> list[dict]:
     splits = {u: deeper_split(dict(p["split"], partition_seed=u[0])) for u in units}
     deeper = parallel(deeper_accuracy, [(dirs[k], splits[k[0]], p["n_deeper"], k[0][1]) for k in keys], cfg.workers)
     deeper = dict(zip(keys, deeper))
+    post = {}
+    if posthoc:
+        specs = {u: dict(p["split"], partition_seed=u[0]) for u in units}
+        specs = {u: dict(sp, **(posthoc_split(sp) if posthoc_split else {})) for u, sp in specs.items()}
+        post = dict(zip(keys, parallel(posthoc_accuracy, [(dirs[k], specs[k[0]], tuple(posthoc), p["sft"]["eval_n"],
+                                                            k[0][1]) for k in keys], cfg.workers)))
     rows = []
     for u in units:
         for name, (kind, _) in plans[u].items():
             run = dirs[(u, name)]
             acc, extra = final_accuracy(run), grpo_stats(run) if kind == "grpo" else {}
             acc[DEEPER] = deeper[(u, name)][p["split"]["depth"] + 1]
-            for sup in SUPPORTS:
+            acc.update(post.get((u, name), {}))
+            for sup in SUPPORTS + tuple(posthoc):
                 rows.append({"split": u[0], "seed": u[1], "condition": name, "base": CONDITIONS[name][0],
                              "kind": kind, "support": sup, "accuracy": acc.get(sup), **extra,
                              "run": run.name})

@@ -23,6 +23,7 @@ RL_ATOMS = "rl_atoms"  # RL on L = 1 atoms
 RL_COMPOSED = "rl_composed"  # RL on compounds that use a held-out module (heldout_split)
 RL_SHALLOW = "rl_shallow"  # ... the same at a shallower depth (heldout_split ``shallow``)
 HELDOUT_ATOMS = "heldout_atoms"  # the held-out modules as L = 1 atoms, for SFT (heldout_split)
+SFT_MISSING = "sft_missing"  # the SFT support without the ``sft_missing`` modules (compositional_split)
 
 # --- evaluation supports (fresh inputs; never trained on) ----------------------------------
 SEEN = "seen"  # the SFT compositions
@@ -31,6 +32,8 @@ UNSEEN = "unseen"  # compositions no training support holds
 DEEPER = "deeper"  # depths beyond L_train
 EVAL_ATOMS = "eval_atoms"  # L = 1 atoms
 EVAL_HELDOUT_ATOMS = "eval_heldout_atoms"  # the held-out modules as L = 1 atoms
+UNSEEN_MISSING = "unseen_missing"  # the unseen compositions that use an ``sft_missing`` module
+UNSEEN_COVERED = "unseen_covered"  # ... and those that use none of them
 
 # --- streams ---------------------------------------------------------------------------------
 GRPO_SAMPLING = "grpo-sample"  # the sampling noise of GRPO step k (hlsm.grpo.GRPO.generator)

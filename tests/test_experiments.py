@@ -111,6 +111,18 @@ def test_every_protocol_and_heldout_control_is_the_labelled_control_of_its_grpo_
             assert (c.steps, c.lr, c.seed, c.min_lr_ratio, c.fmt) == (g.steps, g.lr, g.seed, 1.0, unit["sft"][1].fmt)
 
 
+def test_the_sft_missing_base_misses_a_quarter_of_its_splits_skills_and_only_it():
+    cfg = protocol.StudyConfig(preset="cpu", conditions=("sft_missing+grpo", "sft_compounds+grpo"), tier="all")
+    unit = protocol.unit_configs(cfg, 1, 0)
+    missing = unit["sft_missing"][1].split["sft_missing"]
+    assert len(missing) == len(protocol.PRESETS["cpu"]["split"]["skills"]) // 4 == 2
+    spec = dict(protocol.PRESETS["cpu"]["split"], partition_seed=1)
+    assert missing == protocol.sft_missing_split(spec)["sft_missing"]
+    assert unit["sft_missing"][1].train_supports == {"sft_missing": 1.0}
+    assert "sft_missing" not in unit["sft_compounds"][1].split
+    assert unit["sft_missing"][1].steps == unit["sft_compounds"][1].steps  # equal budgets
+
+
 def test_figures_evaluate_only_evaluation_supports():
     from experiments import fig1, heldout
     from hlsm.support import make_split
@@ -217,6 +229,18 @@ def test_fig4_reuses_fig1_runs_and_writes_both_panels(smoke_figures):
     rows = read_csv(root / "out" / "fig4.csv")
     assert {r["panel"] for r in rows} == {"top", "bottom"}
     assert {r["condition"] for r in rows if r["panel"] == "top"} == set(fig4.TOP)
+    bottom = [r for r in rows if r["panel"] == "bottom" and not r.get("minus")]  # not the paired rows
+    assert {r["condition"] for r in bottom} == set(fig4.bottom_conditions(fig4.BOTTOM_BASES))
+    assert {r["set"] for r in bottom} == set(fig4.BOTTOM_SETS)
+    assert {(r["condition"], r["minus"]) for r in rows if r.get("minus")} >= set(fig4.COVERED_VS_MISSING)
+    units = read_csv(root / "out" / "fig4_units.csv")
+    acc = {(r["condition"], r["support"]): float(r["accuracy"]) for r in units}
+    for c in fig4.bottom_conditions(fig4.BOTTOM_BASES):  # the two halves of unseen were scored post hoc
+        assert 0 <= acc[(c, "unseen_missing")] <= 1 and 0 <= acc[(c, "unseen_covered")] <= 1
+    meta = json.loads((root / "out" / "fig4.json").read_text())
+    tiny_skills = protocol.PRESETS["tiny"]["split"]["skills"]
+    missing = meta["missing_skills_by_split"]["0"]["sft_missing"]
+    assert len(missing) == 1 and set(missing) <= set(tiny_skills)  # a quarter of the tiny preset's 4
     assert (root / "out" / "fig4.png").stat().st_size > 0
 
 

@@ -20,6 +20,7 @@ def sample_items(support, n=300, seed=0):
     [
         hlsm.compositional_split(depth=3),
         hlsm.compositional_split(depth=2, partition_seed=3, deeper=(3, 4)),
+        hlsm.compositional_split(depth=3, sft_missing=("sort_asc", "riffle"), sft_depths=(1, 2, 3)),
         hlsm.heldout_split(("sort_asc", "riffle")),
         hlsm.heldout_split(("concat",), depth=2),
     ],
@@ -234,3 +235,26 @@ def test_sft_may_show_shallower_compounds_and_stays_proven_disjoint():
     assert {ex.depth for ex in HLSM(support=split.train["sft"], seed=0).sample(300)} == {1, 2, 3}
     with pytest.raises(ValueError, match="sft_depths must include depth=3"):
         hlsm.compositional_split(depth=3, sft_depths=(1, 2))
+
+
+def test_sft_missing_drops_the_named_skills_from_sft_and_splits_unseen_by_them():
+    missing = ("reverse", "shift_up")
+    base = hlsm.compositional_split(depth=3, sft_depths=(1, 2, 3), **SMALL)
+    split = hlsm.compositional_split(depth=3, sft_depths=(1, 2, 3), sft_missing=missing, **SMALL)
+    # every other support is unchanged, so runs on either split are scored on the same items
+    assert all(split.train[n] == base.train[n] for n in base.train)
+    assert all(split.eval[n] == base.eval[n] for n in base.eval)
+    uses = lambda comp: any(s in missing for _, s in comp)
+    sft = sample_items(split.train["sft_missing"], 400)
+    assert not any(uses(c) for _, c in sft) and {len(c) for _, c in sft} == {1, 2, 3}
+    assert all(base.train["sft"].contains_item(x, c) for x, c in sft)  # a subset of the full SFT support
+    for x, c in sample_items(base.eval["unseen"], 400):  # unseen = using a missing skill + using none
+        assert split.eval["unseen_missing"].contains_item(x, c) == uses(c)
+        assert split.eval["unseen_covered"].contains_item(x, c) == (not uses(c))
+    assert set(split.unseen) == {"unseen", "unseen_missing", "unseen_covered"}
+    with pytest.raises(ValueError, match="unknown module 'sorted'"):
+        hlsm.compositional_split(sft_missing=("sorted",))
+    with pytest.raises(ValueError, match="tuple of module names"):
+        hlsm.compositional_split(sft_missing="reverse")
+    with pytest.raises(ValueError, match="leaves no module"):
+        hlsm.compositional_split(sft_missing=SMALL["skills"], **SMALL)

@@ -23,7 +23,10 @@ from hlsm.names import (
     RL_SHALLOW,
     SEEN,
     SFT,
+    SFT_MISSING,
     UNSEEN,
+    UNSEEN_COVERED,
+    UNSEEN_MISSING,
 )
 from hlsm.rng import N_BUCKETS
 from hlsm.support.set import Support
@@ -101,6 +104,7 @@ def compositional_split(
     input_len: tuple[int, int] = (4, 6),
     alphabet: str = "abcdef",
     sft_depths: tuple[int, ...] = (),
+    sft_missing: tuple[str, ...] = (),
 ) -> Split:
     """Seen vs unseen compositions at L = depth, RL inside vs beyond SFT, atoms vs compounds.
 
@@ -112,11 +116,19 @@ def compositional_split(
     (held-out compositions), ``deeper`` (depths > ``depth``), ``eval_atoms`` (L = 1, fresh inputs).
     The three composition ranges must be disjoint (RL is "beyond the SFT support"). ``sft_depths``
     (default: ``(depth,)``) lets SFT also show shallower compounds of its bucket range, e.g.
-    (1, 2, 3); RL, ``seen`` and ``unseen`` stay at L = depth.
+    (1, 2, 3); RL, ``seen`` and ``unseen`` stay at L = depth. ``sft_missing`` names skills (or
+    routings) for SFT to miss (Finding 4, bottom): it adds the training support ``sft_missing`` (the
+    ``sft`` support less every composition that uses one of them, so they never appear, not even as
+    atoms) and the evaluation supports ``unseen_missing`` / ``unseen_covered`` (the ``unseen``
+    compositions that use one of them / none); every other support is unchanged, item for item.
     """
     _check_deeper(deeper, depth)
     _check_ranges(sft=sft, rl=rl, heldout=heldout)
     sft_depths = _sft_depths(sft_depths, depth)
+    if isinstance(sft_missing, str):  # a bare name would be split into its characters
+        raise ValueError(f"sft_missing must be a tuple of module names, got the string {sft_missing!r}; "
+                         f"write ({sft_missing!r},)")
+    sft_missing = tuple(sft_missing)
     common = dict(
         skills=tuple(skills),
         routings=tuple(routings),
@@ -141,11 +153,17 @@ def compositional_split(
     }
     if deeper:
         evals[DEEPER] = Support(depths=tuple(deeper), **eval_in)
+    if sft_missing:
+        kept_skills, kept_routings = _kept_modules(sft_missing, tuple(skills), tuple(routings))
+        kept = dict(skills=kept_skills, routings=kept_routings)
+        train[SFT_MISSING] = Support(depths=sft_depths, buckets=sft, **{**train_in, **kept})
+        evals[UNSEEN_MISSING] = Support(depths=(depth,), buckets=heldout, require=sft_missing, **eval_in)
+        evals[UNSEEN_COVERED] = Support(depths=(depth,), buckets=heldout, **{**eval_in, **kept})
     return Split(
-        name=f"compositional-L{depth}-p{partition_seed}",
+        name=f"compositional-L{depth}-p{partition_seed}" + (f"-missing-{'-'.join(sft_missing)}" if sft_missing else ""),
         train=train,
         eval=evals,
-        unseen=(UNSEEN,),
+        unseen=(UNSEEN, UNSEEN_MISSING, UNSEEN_COVERED) if sft_missing else (UNSEEN,),
         description=compositional_split.__doc__.split("\n")[0],
     )
 
