@@ -23,6 +23,7 @@ from hlsm.support import (
     heldout_split,
     is_inside,
     items_disjoint,
+    planted_split,
 )
 from hlsm.text import (
     FORMATS,
@@ -54,5 +55,5 @@ __all__ = [
     "Composition", "Example", "LeakageError", "Parsed", "Routing", "Skill", "Split", "Step",
     "Support", "Tokenizer", "answer_reward", "compositional_split", "compositions_disjoint",
     "execute", "export_jsonl", "format_reward", "heldout_split", "is_inside", "items_disjoint",
-    "parse_completion", "render", "score", "structure_reward",
+    "parse_completion", "planted_split", "render", "score", "structure_reward",
 ]

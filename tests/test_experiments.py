@@ -451,3 +451,29 @@ def test_the_cpu_presets_core_runs_are_the_regime_studys_runs():
         for name, (kind, cfg) in plan.items():
             assert unit[name][0] == kind and config_key(kind, unit[name][1].to_dict()) == config_key(
                 kind, cfg.to_dict()), (preset, name)
+
+
+@pytest.mark.slow
+def test_planted_scores_the_checkers_calls_against_both_supports_runs(tmp_path, capsys):
+    from experiments import planted
+
+    flags = ["--preset", "tiny", "--seeds", "0", "--formats", "explicit", "--runs", str(tmp_path / "runs"),
+             "--out", str(tmp_path / "out"), "--workers", "1"]
+    assert planted.main(flags) == 0
+    meta = json.loads((tmp_path / "out" / "planted.json").read_text())
+    assert meta["pair_identified"] == {"together": {"rotate_left": False, "reverse": False},
+                                       "apart": {"rotate_left": True, "reverse": True}}
+    targets = read_csv(tmp_path / "out" / "planted_targets.csv")
+    assert {t["support"] for t in targets} == {"together", "apart"}
+    assert all(t["module_reachable"] == "False" for t in targets if t["support"] == "together")
+    assert any(t["module_reachable"] == "True" for t in targets if t["support"] == "apart")
+    summary = read_csv(tmp_path / "out" / "planted.csv")
+    acc = [r for r in summary if r["kind"] == "accuracy"]
+    assert {(r["support"], r["eval"]) for r in acc} == {(s, e) for s in planted.SUPPORTS for e in planted.EVALS}
+    assert all(0 <= float(r["mean"]) <= 1 for r in acc)
+    assert {r["support"] for r in summary if r["kind"] == "causal"} == set(planted.SUPPORTS)
+    n_runs = len(list((tmp_path / "runs").iterdir()))
+    assert n_runs == 2
+    capsys.readouterr()
+    assert planted.main(flags) == 0  # cached: nothing retrains
+    assert len(list((tmp_path / "runs").iterdir())) == n_runs

@@ -258,3 +258,28 @@ def test_sft_missing_drops_the_named_skills_from_sft_and_splits_unseen_by_them()
         hlsm.compositional_split(sft_missing="reverse")
     with pytest.raises(ValueError, match="leaves no module"):
         hlsm.compositional_split(sft_missing=SMALL["skills"], **SMALL)
+
+
+@pytest.mark.parametrize("together", [True, False])
+def test_planted_split_hides_or_shows_the_pair_apart_at_the_same_size(together):
+    from hlsm.identify import identify
+
+    split = hlsm.planted_split(together=together)
+    a, b = "rotate_left", "reverse"
+    sft = split.train["sft"].compositions
+    assert len(sft) == 4 + 16 + 64 + 9  # the others' atoms, L = 2 and L = 3 chains, and 1 + 2k with the pair
+    uses = lambda comp, m: any(s == m for _, s in comp)
+    alone = [c for c in sft if uses(c, a) != uses(c, b)]
+    assert (alone == []) == together  # together: a and b only ever side by side
+    if together:
+        assert all(any(c[i][1] == a and c[i + 1][1] == b for i in range(len(c) - 1)) for c in sft if uses(c, a))
+    ident = identify(list(sft))
+    assert ident.units[a].identified == ident.units[b].identified == (not together)
+    assert all(ident.units[m].identified for m in ("swap_pairs", "shift_up", "atbash", "swap_halves"))
+    separate = split.eval["separate"].compositions
+    assert len(separate) == 16 and not set(separate) & set(sft)
+    assert all(uses(c, a) != uses(c, b) and len(c) == 2 for c in separate)
+    assert split.eval["swapped"].compositions == ((("chain", b), ("chain", a)),)
+    assert len(split.check_disjoint()) == 3
+    with pytest.raises(ValueError, match="two distinct pair skills"):
+        hlsm.planted_split(pair=("reverse", "reverse"))

@@ -18,7 +18,7 @@ One file per idea, in reading order:
     sampling.py     the vectorized rejection-sampling draws behind Support.draw_* (MAX_ATTEMPTS)
     proofs.py       compositions_disjoint, inputs_disjoint, items_disjoint, is_inside, LeakageError
     split.py        Split: named train and eval supports, check_disjoint, JSON
-    factories.py    compositional_split, heldout_split, TRAIN_INPUTS / EVAL_INPUTS, make_split,
+    factories.py    compositional_split, heldout_split, planted_split, TRAIN_INPUTS / EVAL_INPUTS, make_split,
                     SPLIT_FACTORIES, DEFAULT_SPLIT
 
 Every public name is re-exported here: import from ``hlsm.support``, not from the files.
@@ -34,6 +34,7 @@ from hlsm.support.factories import (
     compositional_split,
     heldout_split,
     make_split,
+    planted_split,
 )
 from hlsm.support.proofs import LeakageError, compositions_disjoint, inputs_disjoint, is_inside, items_disjoint
 from hlsm.support.sampling import MAX_ATTEMPTS
@@ -44,5 +45,5 @@ __all__ = [
     "DEFAULT_SPLIT", "ENUMERATE_LIMIT", "EVAL_INPUTS", "MAX_ATTEMPTS", "N_BUCKETS", "N_CODES",
     "SPLIT_FACTORIES", "TRAIN_INPUTS", "Composition", "LeakageError", "Split", "Support",
     "as_composition", "code", "compositional_split", "compositions_disjoint", "decode", "heldout_split",
-    "inputs_disjoint", "is_inside", "items_disjoint", "make_split",
+    "inputs_disjoint", "is_inside", "items_disjoint", "make_split", "planted_split",
 ]

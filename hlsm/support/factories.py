@@ -22,8 +22,10 @@ from hlsm.names import (
     RL_PROMPTS,
     RL_SHALLOW,
     SEEN,
+    SEPARATE,
     SFT,
     SFT_MISSING,
+    SWAPPED,
     UNSEEN,
     UNSEEN_COVERED,
     UNSEEN_MISSING,
@@ -244,7 +246,58 @@ def heldout_split(
     )
 
 
-SPLIT_FACTORIES = {"compositional": compositional_split, "heldout": heldout_split}
+def planted_split(
+    pair: tuple[str, str] = ("rotate_left", "reverse"),
+    others: tuple[str, ...] = ("swap_pairs", "shift_up", "atbash", "swap_halves"),
+    together: bool = True,
+    routing: str = "chain",
+    partition_seed: int = 0,
+    input_len: tuple[int, int] = (4, 6),
+    alphabet: str = "abcdef",
+) -> Split:
+    """A planted identification test: two skills that SFT only ever shows together, or its twin.
+
+    Every SFT composition chains ``routing`` steps. The SFT support holds every atom, L = 2 and
+    L = 3 chain of the ``others`` and 1 + 2k compositions using the ``pair`` (a, b) (k = len(others)):
+    (a, b) and (a, b, x) for every other x, then with ``together`` (x, a, b) for every x, so a and b
+    only ever appear side by side, a first (their effects are confounded: ``hlsm.identify`` finds
+    neither identified), and otherwise (the identifiable twin, the same number of compositions)
+    (x, a, x') for the first half of the others and (x, b, x') for the rest, x' the next other.
+    Evaluation: ``seen`` (the SFT compositions, fresh inputs), ``separate`` (the 4k L = 2 chains
+    that use a or b beside another skill: (a, x), (x, a), (b, x), (x, b); no SFT composition) and
+    ``swapped`` ((b, a)).
+    """
+    pair, others = tuple(pair), tuple(others)
+    if len(pair) != 2 or len(set(pair + others)) != len(pair + others) or len(others) < 2:
+        raise ValueError(f"planted_split needs two distinct pair skills and >= 2 other skills, none repeated; "
+                         f"got pair={pair!r}, others={others!r}")
+    check_skills(pair + others)
+    check_routings((routing,))
+    a, b = pair
+    c = lambda *skills: tuple((routing, s) for s in skills)
+    nxt = {x: others[(i + 1) % len(others)] for i, x in enumerate(others)}
+    half = len(others) // 2
+    base = [c(x) for x in others] + [c(x, y) for x in others for y in others]
+    base += [c(x, y, z) for x in others for y in others for z in others]
+    with_pair = [c(a, b)] + [c(a, b, x) for x in others]
+    with_pair += ([c(x, a, b) for x in others] if together else
+                  [c(x, a, nxt[x]) for x in others[:half]] + [c(x, b, nxt[x]) for x in others[half:]])
+    separate = [c(s, x) for s in pair for x in others] + [c(x, s) for s in pair for x in others]
+    common = dict(skills=pair + others, routings=(routing,), partition_seed=partition_seed,
+                  input_len=tuple(input_len), alphabet=alphabet)
+    sup = lambda comps, inputs: Support(depths=tuple(sorted({len(x) for x in comps})), compositions=tuple(comps),
+                                        input_buckets=inputs, **common)
+    sft = base + with_pair
+    return Split(
+        name=f"planted-{'together' if together else 'apart'}-{a}-{b}-p{partition_seed}",
+        train={SFT: sup(sft, TRAIN_INPUTS)},
+        eval={SEEN: sup(sft, EVAL_INPUTS), SEPARATE: sup(separate, EVAL_INPUTS), SWAPPED: sup([c(b, a)], EVAL_INPUTS)},
+        unseen=(SEPARATE, SWAPPED),
+        description=planted_split.__doc__.split("\n")[0],
+    )
+
+
+SPLIT_FACTORIES = {"compositional": compositional_split, "heldout": heldout_split, "planted": planted_split}
 
 # The prototype task (docs/design.md §prototype), the default split spec of SFTConfig: 8
 # length-preserving skills, chain routing, depth-2 compositions split into SFT / RL / held-out
