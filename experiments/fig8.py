@@ -5,11 +5,12 @@
 For every trained run and every target composition it never trained on, ``hlsm.identify``
 predicts from the run's training support (the compositions its SFT and, for RL and control runs,
 its RL data contained) whether the target is reachable; the run's greedy accuracy on that
-composition (cached post-hoc evaluation, ``by=composition``) says whether it was reached
+composition (cached post-hoc evaluation, ``by=composition``, on ``TARGETS`` compositions per target
+support with ``ITEMS`` items each on average) says whether it was reached
 (success: accuracy >= 0.5). Runs: the protocol study's SFT base, GRPO and labelled control
 (targets: held-out compositions at L_train and deeper ones at L_train + 1) and fig2's held-out
-skill runs (targets: unseen compositions using a held-out skill; SFT saw the skill only as an
-atom, RL reintroduced it as atoms or inside compositions).
+skill runs (targets: unseen compositions using a held-out skill at L_train and at L_train + 1; SFT
+saw the skill only as an atom, RL reintroduced it as atoms or inside compositions).
 
 Every interface key (``module``, ``skill-skill``, ``skill-routing``) with tied or positional units
 is scored, and the local criterion of Theorem 3.4 (``local``: every step's parent-children
@@ -52,7 +53,9 @@ LOCAL = "local"
 CRITERIA = [(key, pos) for key in (*INTERFACES, LOCAL) for pos in (False, True)]
 PRIMARY = ("module", False)
 SUCCESS = 0.5  # a target counts as reached when the run's accuracy on it is at least this
-POSTHOC_N = 512  # items per target support (about 23 per held-out composition at L_train)
+# each target support is cut down to TARGETS compositions (the same for every run of a unit), each
+# scored on ITEMS items on average: one or two items per target made success a coin flip
+TARGETS, ITEMS = 128, 8
 
 
 def criterion_name(key: str, positional: bool) -> str:
@@ -80,7 +83,7 @@ def run_sources(a) -> list[dict]:
                      "run": Path(a.runs) / r["run"], "spec": spec, "train": train, "targets": ("unseen", "deeper")})
     if "fig2" not in a.sources:
         return srcs
-    finals = heldout.run_units("fig2", a.preset, a.splits[:1], a.seeds, a.runs, a.workers)[0]
+    finals = heldout.run_units("fig2", a.preset, a.splits, a.seeds, a.runs, a.workers)[0]
     for r in finals:
         if r["support"] != "unseen":
             continue
@@ -88,7 +91,7 @@ def run_sources(a) -> list[dict]:
         train = ("sft", "atoms", "heldout_atoms") + ((heldout.ARMS[arm],) if r["condition"] != "sft" else ())
         srcs.append({"source": "fig2", "split": r["split"], "seed": r["seed"], "condition": r["condition"],
                      "run": Path(a.runs) / r["run"], "spec": heldout.split_spec("fig2", r["split"], a.preset),
-                     "train": train, "targets": ("unseen",)})
+                     "train": train, "targets": ("unseen", "deeper")})
     return srcs
 
 
@@ -98,7 +101,8 @@ def predictions(sources: list[dict]) -> list[dict]:
     for s in sources:
         split = make_split(s["spec"])
         comps = support_compositions(split, s["train"])
-        acc = posthoc_eval(s["run"], s["spec"], s["targets"], n=POSTHOC_N, seed=s["seed"], by=("composition",))
+        scored = split.restrict_eval(s["targets"], TARGETS, seed=s["split"]).to_dict()
+        acc = posthoc_eval(s["run"], scored, s["targets"], n=TARGETS * ITEMS, seed=s["seed"], by=("composition",))
         targets = [(e["support"], parse_composition(e["group"]), float(e["answer"]), int(e["n"])) for e in acc]
         depth = max(len(c) for _, c, _, _ in targets)
         idents = {}
@@ -272,7 +276,8 @@ def main(argv=None) -> int:
                for r in rows if r[local] != r["success"]], out / "fig8_wrong.csv")
     plot(summary, rows, out / "fig8")
     write_json({"figure": "fig8", "args": vars(a), "seeds": a.seeds, "wall_s": time.time() - t0,
-                "provenance": provenance(), "success_threshold": SUCCESS, "posthoc_n": POSTHOC_N,
+                "provenance": provenance(), "success_threshold": SUCCESS, "targets_per_set": TARGETS,
+                "items_per_target": ITEMS,
                 "primary": criterion_name(*PRIMARY), "runs": sorted({r["run"] for r in rows}),
                 "summary": summary}, out / "fig8.json")
     for s in summary:

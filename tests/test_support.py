@@ -283,3 +283,15 @@ def test_planted_split_hides_or_shows_the_pair_apart_at_the_same_size(together):
     assert len(split.check_disjoint()) == 3
     with pytest.raises(ValueError, match="two distinct pair skills"):
         hlsm.planted_split(pair=("reverse", "reverse"))
+
+
+def test_restrict_eval_lists_n_compositions_of_each_named_eval_support_only():
+    s = hlsm.compositional_split(depth=3)
+    r = s.restrict_eval(("unseen",), 5, seed=1)
+    assert len(r.eval["unseen"].compositions) == 5
+    assert all(s.eval["unseen"].contains(c) for c in r.eval["unseen"].compositions)
+    assert r.eval["seen"] == s.eval["seen"] and r.train == s.train
+    assert r.eval["unseen"] == s.restrict_eval(("unseen",), 5, seed=1).eval["unseen"]  # deterministic
+    assert Split.from_dict(r.to_dict()).eval["unseen"] == r.eval["unseen"]
+    with pytest.raises(ValueError, match="'sft' is not an eval support"):
+        s.restrict_eval(("sft",), 5)

@@ -39,6 +39,15 @@ class Split:
                 raise ValueError(f"unseen={n!r} is not an eval support; have {sorted(self.eval)}")
         object.__setattr__(self, "unseen", tuple(self.unseen))
 
+    def restrict_eval(self, names, n: int, seed: int = 0) -> Split:
+        """The same split with each evaluation support in ``names`` cut down to ``n`` listed
+        compositions (``Support.restrict``): more items per composition for the same budget."""
+        missing = [m for m in names if m not in self.eval]
+        if missing:
+            raise ValueError(f"restrict_eval: {missing[0]!r} is not an eval support; have {sorted(self.eval)}")
+        evals = {k: v.restrict(n, seed) if k in names else v for k, v in self.eval.items()}
+        return Split(f"{self.name}-r{n}s{seed}", dict(self.train), evals, self.unseen, self.description)
+
     def support(self, name: str) -> Support:
         """The support named ``name`` (names are unique across ``train`` and ``eval``)."""
         if name in self.train:
