@@ -1,6 +1,6 @@
 """Wall time of one study unit, split by phase, for the baseline and for speed levers in one run.
 
-    python bench/unit.py [--preset smoke|cpu] [--split 0] [--seed 0] [--levers threads2 compile ...]
+    python bench/unit.py [--preset smoke|cpu] [--split 0] [--seed 0] [--scale 1] [--levers threads2 compile ...]
 
 One unit is what the regime study trains per (partition, seed) in the chosen regime
 (``experiments.regime.unit_plan(preset, CHOSEN, split, seed, rl=True)``): the SFT base, GRPO on
@@ -40,8 +40,10 @@ def _scaled(cfg, over: dict) -> None:
         setattr(cfg, k, max(1, round(old * v)) if isinstance(old, int) and isinstance(v, float) else v)
 
 
-def run_unit(preset: str, split: int, seed: int, threads: int, sft_over: dict, rl_over: dict) -> dict:
-    """Train one unit from an empty cache; returns {phase: seconds, "accuracy": {run: {support: acc}}}."""
+def run_unit(preset: str, split: int, seed: int, threads: int, sft_over: dict, rl_over: dict,
+             scale: float = 1.0) -> dict:
+    """Train one unit from an empty cache (``scale``: a multiplier of every run's updates, with its
+    eval and checkpoint periods); returns {phase: seconds, "accuracy": {run: {support: acc}}}."""
     import torch
 
     import hlsm.evaluate
@@ -50,10 +52,13 @@ def run_unit(preset: str, split: int, seed: int, threads: int, sft_over: dict, r
 
     torch.set_num_threads(threads)
     plan = regime.unit_plan(preset, regime.CHOSEN, split, seed, rl=True)
-    _scaled(plan["sft"][1], sft_over)
+    # fewer updates, with the eval / checkpoint / warmup periods in proportion (a 0, "never", stays 0)
+    shorter = lambda cfg: {k: float(scale) for k in ("steps", "eval_every", "ckpt_every", "warmup_steps")
+                           if scale != 1 and getattr(cfg, k)}
+    _scaled(plan["sft"][1], {**shorter(plan["sft"][1]), **sft_over})
     for kind, cfg in plan.values():
         if kind == "grpo":
-            _scaled(cfg, rl_over)
+            _scaled(cfg, {**shorter(cfg), **rl_over})
     for name, (kind, _) in plan.items():  # a control mirrors its (possibly changed) GRPO run
         if kind == "control":
             plan[name] = ("control", labelled_control(plan[name.replace("control", "grpo")][1], plan["sft"][1]))
@@ -112,18 +117,23 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the baseline (a study worker's: 1)")
     ap.add_argument("--levers", nargs="*", default=[], choices=list(LEVERS))
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="multiplier of every run's updates (e.g. 0.25 for a quick lever screen; fixed costs such "
+                         "as compiling then weigh more)")
     a = ap.parse_args(argv)
+    if not 0 < a.scale <= 1:
+        ap.error(f"--scale must be in (0, 1], got {a.scale}")
     import torch
 
     print(f"# bench/unit.py --preset {a.preset}: one unit of {a.preset} in the chosen regime, split {a.split}, "
-          f"seed {a.seed}; torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"{__import__('os').cpu_count()} cores")
+          f"seed {a.seed}, updates x{a.scale}; torch {torch.__version__}, "
+          f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores")
     t0 = time.time()
-    base = run_unit(a.preset, a.split, a.seed, a.threads, {}, {})
+    base = run_unit(a.preset, a.split, a.seed, a.threads, {}, {}, a.scale)
     report("baseline", base)
     for name in a.levers:
         threads, sft_over, rl_over = LEVERS[name]
-        report(name, run_unit(a.preset, a.split, a.seed, threads or a.threads, sft_over, rl_over), base)
+        report(name, run_unit(a.preset, a.split, a.seed, threads or a.threads, sft_over, rl_over, a.scale), base)
     print(f"wall {time.time() - t0:.0f} s")
     return 0
 
