@@ -16,8 +16,13 @@ Every interface key (``module``, ``skill-skill``, ``skill-routing``) with tied o
 is scored, and the local criterion of Theorem 3.4 (``local``: every step's parent-children
 interface has a witness in the training support, ``hlsm.identify.local``); the checker's default
 (``module``, tied) is the primary prediction, fixed before looking. ``--sources protocol`` scores
-the protocol study's runs only. ``fig8_calibration.csv``: per criterion and scope, the graded
-prediction in five bins against the observed success rate; ``fig8_wrong.csv``: the local
+the protocol study's runs only. For fig2's GRPO arms also the RL-enrichment check
+(``hlsm.identify.enrichment``: locally reachable from SFT plus the RL compositions whose p0, the
+SFT base's sampled success rate measured here per composition, lies strictly inside (0, 1)):
+``fig8_enrichment.csv`` scores its call (and the call counting saturated compositions, and SFT's
+local call alone) against the arm's success, with the arm's paired gain over its base on the same
+targets where the call says reachable and where it does not. ``fig8_calibration.csv``: per
+criterion and scope, the graded prediction in five bins against the observed success rate; ``fig8_wrong.csv``: the local
 criterion's wrong calls with the target's unwitnessed interfaces. Reported per criterion: AUROC
 of the binary prediction and of a graded one (coverage keys: mean of the fractions of needed units
 identified and needed interfaces covered; local: the fraction of steps witnessed, and separately
@@ -35,7 +40,7 @@ import numpy as np
 
 from experiments import heldout, protocol
 from experiments.report import figure_parser, output_dir, provenance, save_figure, write_csv, write_json
-from experiments.runs import posthoc_eval
+from experiments.runs import cached_json, posthoc_eval
 from hlsm.identify import (
     INTERFACES,
     identify,
@@ -56,6 +61,10 @@ SUCCESS = 0.5  # a target counts as reached when the run's accuracy on it is at 
 # each target support is cut down to TARGETS compositions (the same for every run of a unit), each
 # scored on ITEMS items on average: one or two items per target made success a coin flip
 TARGETS, ITEMS = 128, 8
+# RL enrichment (fig2's GRPO runs): the SFT base's p0 per RL composition, P0_ITEMS items x P0_SAMPLES
+# samples at T = 1 on P0_COMPS of the arm's RL compositions (its prompts' eval twin)
+P0_COMPS, P0_ITEMS, P0_SAMPLES = 256, 4, 8
+P0_SUPPORT = {"atoms": "eval_heldout_atoms", "composed": "rl_prompts"}  # arm -> eval support of its RL compositions
 
 
 def criterion_name(key: str, positional: bool) -> str:
@@ -83,16 +92,46 @@ def run_sources(a) -> list[dict]:
                      "run": Path(a.runs) / r["run"], "spec": spec, "train": train, "targets": ("unseen", "deeper")})
     if "fig2" not in a.sources:
         return srcs
-    finals = heldout.run_units("fig2", a.preset, a.splits, a.seeds, a.runs, a.workers)[0]
+    finals = [r for r in heldout.run_units("fig2", a.preset, a.splits, a.seeds, a.runs, a.workers)[0]
+              if r["support"] == "unseen"]
+    base = {(r["split"], r["seed"]): Path(a.runs) / r["run"] for r in finals if r["condition"] == "sft"}
     for r in finals:
-        if r["support"] != "unseen":
-            continue
         arm = r["condition"].split("_")[-1]
         train = ("sft", "atoms", "heldout_atoms") + ((heldout.ARMS[arm],) if r["condition"] != "sft" else ())
         srcs.append({"source": "fig2", "split": r["split"], "seed": r["seed"], "condition": r["condition"],
                      "run": Path(a.runs) / r["run"], "spec": heldout.split_spec("fig2", r["split"], a.preset),
-                     "train": train, "targets": ("unseen", "deeper")})
+                     "train": train, "targets": ("unseen", "deeper"),
+                     # a GRPO arm's enrichment check reads its base's p0 on the arm's RL compositions
+                     "p0": (base[(r["split"], r["seed"])], arm) if r["condition"].startswith("grpo") else None})
     return srcs
+
+
+def base_p0(run: Path, spec: dict, support: str, seed: int) -> dict[str, float]:
+    """composition name -> the policy's sampled success rate (pass@1 of P0_SAMPLES samples at T = 1,
+    over P0_ITEMS items each on average) on P0_COMPS compositions of the eval support ``support``."""
+    from hlsm.checkpoint import load_policy, read_config
+    from hlsm.evaluate import evaluate
+
+    split = make_split(spec).restrict_eval((support,), P0_COMPS, seed=0)
+    model = load_policy(run)[0]
+    rows = evaluate(model, split, (support,), n=P0_COMPS * P0_ITEMS, seed=seed, fmt=read_config(run)["fmt"],
+                    by=("composition",), samples=P0_SAMPLES, pass_k=(1,), temperature=1.0)
+    return {r["group"]: float(r["pass@1"]) for r in rows}
+
+
+def enrichment_calls(s: dict, comps: list, targets: list) -> dict:
+    """composition -> (enrichment's prediction, its prediction counting saturated compositions, SFT
+    alone) for a GRPO source, from its base's cached p0."""
+    from hlsm.identify import enrichment
+
+    base, arm = s["p0"]
+    support = P0_SUPPORT[arm]
+    p0 = cached_json(base, "fig8-p0", {"spec": s["spec"], "support": support, "seed": s["seed"],
+                                       "n": [P0_COMPS, P0_ITEMS, P0_SAMPLES]},
+                     base_p0, base, s["spec"], support, s["seed"])
+    p0 = {parse_composition(k): v for k, v in p0.items()}
+    res = enrichment(comps, None, p0, targets)  # comps: the base's training support; RL: the measured ones
+    return {e.composition: (int(e.reachable), int(e.reachable_with_saturated), int(e.sft_reachable)) for e in res}
 
 
 def predictions(sources: list[dict]) -> list[dict]:
@@ -112,10 +151,14 @@ def predictions(sources: list[dict]) -> list[dict]:
                 cache[ck] = (local_support(comps, positional=pos, max_depth=depth) if key == LOCAL else
                              identify(comps, interface=key, positional=pos, max_depth=depth if pos else None))
             idents[(key, pos)] = cache[ck]
+        enr = enrichment_calls(s, support_compositions(split, s["train"][:-1]), [c for _, c, _, _ in targets]) \
+            if s.get("p0") else {}
         for sup, comp, a, n in targets:
             row = {"source": s["source"], "split": s["split"], "seed": s["seed"], "condition": s["condition"],
                    "run": s["run"].name, "target_set": sup, "composition": "+".join(f"{r}.{k}" for r, k in comp),
                    "depth": len(comp), "n_items": n, "accuracy": a, "success": int(a >= SUCCESS)}
+            if comp in enr:
+                row["pred[enrichment]"], row["pred[enrichment+saturated]"], row["pred[sft_local]"] = enr[comp]
             for (key, pos), ident in idents.items():
                 reach = ident.reach(comp)
                 name = criterion_name(key, pos)
@@ -189,6 +232,35 @@ def summarize(rows: list[dict]) -> list[dict]:
                         "auroc_witnesses": w[0], "auroc_witnesses_lo": w[1], "auroc_witnesses_hi": w[2],
                         "acc_if_reachable": float(np.mean(yes)) if yes else float("nan"),
                         "acc_if_unreachable": float(np.mean(no)) if no else float("nan")})
+    return out
+
+
+ENRICHMENT = ("enrichment", "enrichment+saturated", "sft_local")
+
+
+def enrichment_summary(rows: list[dict]) -> list[dict]:
+    """Per GRPO arm x target set x enrichment call: AUROC of the call against the arm's success, the
+    success rates where it predicts reachable / not, and the arm's paired gain over its SFT base on
+    the same targets (same unit, same items) where it predicts reachable / not."""
+    base = {(r["split"], r["seed"], r["target_set"], r["composition"]): r["success"] for r in rows
+            if r["source"] == "fig2" and r["condition"] == "sft"}
+    out = []
+    for cond in dict.fromkeys(r["condition"] for r in rows if "pred[enrichment]" in r):
+        for ts in dict.fromkeys(r["target_set"] for r in rows if r["condition"] == cond):
+            sel = [r for r in rows if r["condition"] == cond and r["target_set"] == ts and "pred[enrichment]" in r]
+            for call in ENRICHMENT:
+                col = f"pred[{call}]"
+                b = bootstrap_auroc(sel, col)
+                row = {"condition": cond, "target_set": ts, "call": call, "targets": len(sel),
+                       "successes": sum(r["success"] for r in sel), "auroc": b[0], "auroc_lo": b[1], "auroc_hi": b[2]}
+                for want, tag in ((1, "reachable"), (0, "unreachable")):
+                    part = [r for r in sel if r[col] == want]
+                    gain = [r["success"] - base[(r["split"], r["seed"], ts, r["composition"])] for r in part
+                            if (r["split"], r["seed"], ts, r["composition"]) in base]
+                    row[f"n_{tag}"] = len(part)
+                    row[f"success_if_{tag}"] = float(np.mean([r["success"] for r in part])) if part else float("nan")
+                    row[f"gain_if_{tag}"] = float(np.mean(gain)) if gain else float("nan")
+                out.append(row)
     return out
 
 
@@ -270,6 +342,8 @@ def main(argv=None) -> int:
     write_csv(summary, out / "fig8.csv")
     write_csv(rows, out / "fig8_targets.csv")
     write_csv(calibration(rows), out / "fig8_calibration.csv")
+    enrich = enrichment_summary(rows)
+    write_csv(enrich, out / "fig8_enrichment.csv")
     local = f"pred[{criterion_name(LOCAL, False)}]"
     write_csv([{k: r[k] for k in ("source", "condition", "split", "seed", "target_set", "composition", "accuracy",
                                    "success", local, "local_missing")}
@@ -279,7 +353,8 @@ def main(argv=None) -> int:
                 "provenance": provenance(), "success_threshold": SUCCESS, "targets_per_set": TARGETS,
                 "items_per_target": ITEMS,
                 "primary": criterion_name(*PRIMARY), "runs": sorted({r["run"] for r in rows}),
-                "summary": summary}, out / "fig8.json")
+                "p0_measure": {"compositions": P0_COMPS, "items": P0_ITEMS, "samples": P0_SAMPLES},
+                "summary": summary, "enrichment": enrich}, out / "fig8.json")
     for s in summary:
         print(f"{s['scope']:>18} {s['criterion']:>26}{'*' if s['primary'] else ' '}: n={s['targets']:4d} "
               f"succ={s['successes']:4d} pred={s['predicted_reachable']:4d}  AUROC {s['auroc']:.3f} "
@@ -288,6 +363,12 @@ def main(argv=None) -> int:
               f"{s['acc_if_reachable']:.3f}/{s['acc_if_unreachable']:.3f}"
               + (f"  witnesses {s['auroc_witnesses']:.3f} [{s['auroc_witnesses_lo']:.3f}, "
                  f"{s['auroc_witnesses_hi']:.3f}]" if s["auroc_witnesses"] == s["auroc_witnesses"] else ""))
+    for e in enrich:
+        print(f"enrichment {e['condition']:>13} {e['target_set']:>7} {e['call']:>21}: n={e['targets']:4d} "
+              f"AUROC {e['auroc']:.3f} [{e['auroc_lo']:.3f}, {e['auroc_hi']:.3f}]  reachable {e['n_reachable']} "
+              f"(success {e['success_if_reachable']:.3f}, gain over base {e['gain_if_reachable']:+.3f}) / "
+              f"unreachable {e['n_unreachable']} (success {e['success_if_unreachable']:.3f}, gain "
+              f"{e['gain_if_unreachable']:+.3f})")
     print(f"wall {time.time() - t0:.0f} s -> {out / 'fig8.png'}")
     return 0
 

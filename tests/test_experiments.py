@@ -303,6 +303,17 @@ def test_fig8_predicts_every_target_and_scores_auroc(smoke_figures):
     assert all(0.0 <= float(r["score[module]"]) <= 1.0 for r in rows)
     summary = read_csv(root / "out8" / "fig8.csv")
     assert {r["criterion"] for r in summary} == {fig8.criterion_name(*c) for c in fig8.CRITERIA}
+    # the enrichment check is scored on fig2's GRPO arms only, from their base's cached p0
+    grpo = [r for r in rows if r["source"] == "fig2" and r["condition"].startswith("grpo")]
+    assert grpo and all(r["pred[enrichment]"] in ("0", "1") for r in grpo)
+    assert all(r["pred[enrichment]"] == "" for r in rows if not r["condition"].startswith("grpo"))
+    # what RL is predicted to reach includes what SFT alone reaches, and saturated compositions add to it
+    assert all(r["pred[enrichment]"] >= r["pred[sft_local]"] for r in grpo)
+    assert all(r["pred[enrichment+saturated]"] >= r["pred[enrichment]"] for r in grpo)
+    enrich = read_csv(root / "out8" / "fig8_enrichment.csv")
+    assert {r["call"] for r in enrich} == set(fig8.ENRICHMENT)
+    assert {r["condition"] for r in enrich} == {r["condition"] for r in grpo}
+    assert list((root / "runs").glob("sft-*/fig8-p0-*.json"))  # p0 cached in the base's run directory
 
 
 def test_auroc_counts_ties_half_and_needs_both_classes():
