@@ -19,6 +19,7 @@ from pathlib import Path
 from experiments import protocol
 from experiments.report import (
     figure_parser,
+    grpo_regime,
     mean_ci,
     output_dir,
     paired,
@@ -121,11 +122,12 @@ def main(argv=None) -> int:
             f"(vs outcome {100 * r[f'{m}_minus_outcome']:+.1f} ± {100 * r[f'{m}_minus_outcome_ci95']:.1f}, "
             f"vs control {100 * r[f'{m}_minus_control']:+.1f} ± {100 * r[f'{m}_minus_control_ci95']:.1f})"
             for m in METRICS))
-    for c in ("grpo", "grpo_structure"):
-        z = [r["zero_std_frac"] for r in rows if r["condition"] == c and r["support"] == "unseen"]
-        f = [r["reward_first"] for r in rows if r["condition"] == c and r["support"] == "unseen"]
-        print(f"{LABELS[c]:>24} regime: first-step reward {100 * mean_ci(f)[0]:.1f} ± {100 * mean_ci(f)[1]:.1f}%, "
-              f"tied groups {100 * mean_ci(z)[0]:.1f} ± {100 * mean_ci(z)[1]:.1f}%")
+    # one row per (unit, GRPO condition): the protocol rows repeat its stats once per support
+    per_unit = [r for r in rows if r["condition"] in ("grpo", "grpo_structure") and r["support"] == "unseen"]
+    for g in grpo_regime(per_unit):
+        print(f"{LABELS[g['condition']]:>24} regime: first-step reward {100 * g['reward_first']:.1f} ± "
+              f"{100 * g['reward_first_ci95']:.1f}%, tied groups {100 * g['zero_std_frac']:.1f} ± "
+              f"{100 * g['zero_std_frac_ci95']:.1f}%")
     print(f"wall {time.time() - t0:.0f} s -> {out / 'fig7.png'}")
     return 0
 

@@ -37,6 +37,7 @@ from experiments import protocol
 from experiments.engine import base_config, final_accuracy, grpo_config, train_units
 from experiments.report import (
     figure_parser,
+    grpo_regime,
     mean_ci,
     output_dir,
     paired,
@@ -199,18 +200,6 @@ def summarize(finals: list[dict], curves: list[dict], names: tuple[str, ...]
     return table, diffs, curve
 
 
-def summarize_regime(regime: list[dict]) -> list[dict]:
-    """Per GRPO condition: mean first-step reward (p0 on its prompts), last rewards and tied groups."""
-    out = []
-    for n in sorted({r["condition"] for r in regime}):
-        rows = [r for r in regime if r["condition"] == n]
-        row = {"condition": n}
-        for key in ("reward_first", "reward_last", "zero_std_frac"):
-            row[key], row[f"{key}_ci95"], row["n"] = mean_ci([r[key] for r in rows if key in r])
-        out.append(row)
-    return out
-
-
 STYLE = {"grpo_atoms": ("tab:orange", "-"), "grpo_composed": ("tab:blue", "-"), "grpo_shallow": ("tab:green", "-"),
          "control_atoms": ("tab:orange", ":"), "control_composed": ("tab:blue", ":"),
          "control_shallow": ("tab:green", ":")}
@@ -262,7 +251,7 @@ def main(figure: str, argv=None, doc: str = __doc__) -> int:
     names = conditions(figure, a.replay)
     finals, curves, regime = run_units(figure, a.preset, a.splits, a.seeds, a.runs, a.workers, replay=a.replay)
     table, diffs, curve = summarize(finals, curves, names)
-    rl = summarize_regime(regime)
+    rl = grpo_regime(regime)
     out = Path(a.out)  # resolved by output_dir after parsing
     write_csv(table + diffs, out / f"{figure}.csv")
     write_csv(finals, out / f"{figure}_units.csv")

@@ -99,6 +99,20 @@ def figure_parser(prog: str, doc: str, presets=("smoke", "cpu")):
     return ap
 
 
+def grpo_regime(rows: list[dict]) -> list[dict]:
+    """Per GRPO condition: mean and 95% t-interval over units of its first-step reward (p0 on its
+    prompts), its last rewards and its tied-group fraction. ``rows``: one per (unit, condition),
+    with the keys of ``experiments.protocol.grpo_stats``."""
+    out = []
+    for n in sorted({r["condition"] for r in rows}):
+        sel = [r for r in rows if r["condition"] == n]
+        row = {"condition": n}
+        for key in ("reward_first", "reward_last", "zero_std_frac"):
+            row[key], row[f"{key}_ci95"], row["n"] = mean_ci([r[key] for r in sel if r.get(key) is not None])
+        out.append(row)
+    return out
+
+
 def paired(rows: list[dict], cond: str, ref: str, key: str) -> tuple[float, float, int]:
     """Mean and 95% CI over units of ``cond - ref`` on ``key`` (rows: split, seed, condition, key...)."""
     val = {(r["split"], r["seed"], r["condition"]): r[key] for r in rows if r.get(key) is not None}
