@@ -14,6 +14,8 @@ compositions, on those of them that use a missing skill and on those that use no
 RL. ``--bottom-bases`` can add ``sft_atoms`` (the atoms only as L = 1 traces). The bases get half
 the main base's updates (for compute). The runs are the protocol study's (same configs, same cache).
 Every number is a mean over (split, seed) units with a 95% t-interval; differences are paired.
+Both panels write ``fig4.*``; ``--panels top`` or ``--panels bottom`` alone writes ``fig4_top.*`` /
+``fig4_bottom.*``, so each panel can be regenerated without the other.
 """
 
 from __future__ import annotations
@@ -142,9 +144,10 @@ def main(argv=None) -> int:
     pairs = [(x, y) for x, y in COVERED_VS_MISSING if x in bottom_conds and y in bottom_conds]
     diffs += paired_diffs(bottom_rows, "bottom", pairs, BOTTOM_SETS) if bottom_rows else []
     out = Path(a.out)  # resolved by output_dir after parsing
-    write_csv(plotted + diffs, out / "fig4.csv")
-    write_csv(top_rows + bottom_rows, out / "fig4_units.csv")
-    plot(plotted, out / "fig4")
+    stem = "fig4" if len(set(a.panels)) == 2 else f"fig4_{a.panels[0]}"  # one panel alone keeps the other's files
+    write_csv(plotted + diffs, out / f"{stem}.csv")
+    write_csv(top_rows + bottom_rows, out / f"{stem}_units.csv")
+    plot(plotted, out / stem)
     missing = {sp: protocol.sft_missing_split(dict(protocol.PRESETS[a.preset]["split"], partition_seed=sp))
                for sp in bottom.splits} if "bottom" in a.panels else {}
     write_json({"figure": "fig4", "args": vars(a), "seeds": a.seeds, "wall_s": time.time() - t0,
@@ -154,7 +157,7 @@ def main(argv=None) -> int:
                     k: [kind, c.to_dict()]
                     for cfg, panel in ((top, "top"), (bottom, "bottom")) if panel in a.panels
                     for k, (kind, c) in protocol.unit_configs(cfg, cfg.splits[0], cfg.seeds[0]).items()},
-                "plotted": plotted, "paired_differences": diffs}, out / "fig4.json")
+                "plotted": plotted, "paired_differences": diffs}, out / f"{stem}.json")
     for p in plotted:
         if p["set"] in (UNSEEN, UNSEEN_MISSING, UNSEEN_COVERED):
             line = (f"{p['panel']:>6} {LABELS[p['condition']]:>52}: {p['set']:>14} {100 * p['mean']:5.1f} ± "
@@ -168,7 +171,7 @@ def main(argv=None) -> int:
               f"{100 * d['diff_ci95']:.1f}")
     for sp, m in missing.items():
         print(f"split {sp}: sft_missing never sees {', '.join(m['sft_missing'])}")
-    print(f"wall {time.time() - t0:.0f} s -> {out / 'fig4.png'}")
+    print(f"wall {time.time() - t0:.0f} s -> {out / stem}.png")
     return 0
 
 
