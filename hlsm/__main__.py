@@ -19,9 +19,16 @@ from hlsm.model import HLSM, export_jsonl
 from hlsm.support import LeakageError
 from hlsm.text import FORMATS
 
+
 # the split factories' parameter annotations -> (argparse type, nargs)
-_ARG_TYPES = {"int": (int, None), "str": (str, None), "tuple[int, int]": (int, 2),
-              "tuple[int, ...]": (int, "*"), "tuple[str, ...]": (str, "+")}
+def _bool(text: str) -> bool:
+    if text.lower() not in ("true", "false", "1", "0"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() in ("true", "1")
+
+
+_ARG_TYPES = {"int": (int, None), "str": (str, None), "bool": (_bool, None), "tuple[int, int]": (int, 2),
+              "tuple[str, str]": (str, 2), "tuple[int, ...]": (int, "*"), "tuple[str, ...]": (str, "+")}
 
 
 def _factories() -> dict:
@@ -67,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("split", help="build a split, prove it leak-free, save it as JSON",
                         description="Build a split, print its disjointness proof and save it as JSON.")
-    kinds = sp.add_subparsers(dest="factory", required=True, metavar="{compositional,heldout}")
+    kinds = sp.add_subparsers(dest="factory", required=True, metavar="{" + ",".join(_factories()) + "}")
     for name, factory in _factories().items():
         k = kinds.add_parser(name, help=(factory.__doc__ or "").strip().split("\n")[0])
         k.add_argument("--out", required=True, help="JSON file to write")

@@ -97,3 +97,17 @@ def test_trainer_help_shows_choices_defaults_and_meaning(capsys):
     for cfg in (sft.SFTConfig, grpo.GRPOConfig):
         comments = field_comments(cfg)
         assert all(comments.get(f) for f in cfg.__dataclass_fields__), cfg
+
+
+def test_every_split_factory_is_a_cli_command(tmp_path, capsys):
+    from hlsm.support import SPLIT_FACTORIES, Split
+
+    required = {"heldout": ["--heldout", "reverse"]}
+    for name in SPLIT_FACTORIES:  # every factory's signature must map to flags
+        assert hlsm_cli.main(["split", name, *required.get(name, []), "--out", str(tmp_path / f"{name}.json")]) == 0
+    assert hlsm_cli.main(["split", "planted", "--together", "false", "--out", str(tmp_path / "apart.json")]) == 0
+    assert Split.load(tmp_path / "apart.json").name.startswith("planted-apart")
+    capsys.readouterr()
+    _fails(hlsm_cli.main, ["split", "planted", "--together", "maybe", "--out", str(tmp_path / "x.json")], capsys,
+           "'maybe'", "true or false")
+    assert not (tmp_path / "x.json").exists()
