@@ -149,7 +149,7 @@ def main(argv=None) -> int:
     write_csv(top_rows + bottom_rows, out / f"{stem}_units.csv")
     plot(plotted, out / stem)
     missing = {sp: protocol.sft_missing_split(dict(protocol.PRESETS[a.preset]["split"], partition_seed=sp))
-               for sp in bottom.splits} if "bottom" in a.panels else {}
+               for sp in bottom.splits} if "bottom" in a.panels and "sft_missing" in a.bottom_bases else {}
     write_json({"figure": "fig4", "args": vars(a), "seeds": a.seeds, "wall_s": time.time() - t0,
                 "provenance": provenance(), "runs": sorted({r["run"] for r in top_rows + bottom_rows}),
                 "missing_skills_by_split": missing,

@@ -8,7 +8,7 @@ its RL data contained) whether the target is reachable; the run's greedy accurac
 composition (cached post-hoc evaluation, ``by=composition``, on ``TARGETS`` compositions per target
 support with ``ITEMS`` items each on average) says whether it was reached
 (success: accuracy >= 0.5). Runs: the protocol study's SFT base, GRPO and labelled control
-(targets: held-out compositions at L_train and deeper ones at L_train + 1) and fig2's held-out
+(targets: held-out compositions at L_train and deeper ones at L_train + 1 and + 2) and fig2's held-out
 skill runs (targets: unseen compositions using a held-out skill at L_train and at L_train + 1; SFT
 saw the skill only as an atom, RL reintroduced it as atoms or inside compositions).
 
@@ -18,7 +18,8 @@ interface has a witness in the training support, ``hlsm.identify.local``); the c
 (``module``, tied) is the primary prediction, fixed before looking. ``--sources protocol`` scores
 the protocol study's runs only. For fig2's GRPO arms also the RL-enrichment check
 (``hlsm.identify.enrichment``: locally reachable from SFT plus the RL compositions whose p0, the
-SFT base's sampled success rate measured here per composition, lies strictly inside (0, 1)):
+SFT base's sampled success rate measured here per composition on a sample of ``P0_COMPS`` of the
+arm's RL compositions (the check sees only those), lies strictly inside (0, 1)):
 ``fig8_enrichment.csv`` scores its call (and the call counting saturated compositions, and SFT's
 local call alone) against the arm's success, with the arm's paired gain over its base on the same
 targets where the call says reachable and where it does not. ``fig8_calibration.csv``: per
@@ -353,7 +354,8 @@ def main(argv=None) -> int:
                 "provenance": provenance(), "success_threshold": SUCCESS, "targets_per_set": TARGETS,
                 "items_per_target": ITEMS,
                 "primary": criterion_name(*PRIMARY), "runs": sorted({r["run"] for r in rows}),
-                "p0_measure": {"compositions": P0_COMPS, "items": P0_ITEMS, "samples": P0_SAMPLES},
+                "p0_measure": {"compositions_sampled": P0_COMPS, "items": P0_ITEMS, "samples": P0_SAMPLES,
+                               "note": "enrichment sees only the sampled RL compositions"},
                 "summary": summary, "enrichment": enrich}, out / "fig8.json")
     for s in summary:
         print(f"{s['scope']:>18} {s['criterion']:>26}{'*' if s['primary'] else ' '}: n={s['targets']:4d} "

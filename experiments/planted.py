@@ -5,7 +5,7 @@
 ``hlsm.planted_split``: SFT sees every atom, L = 2 and L = 3 chain of four *other* skills, and
 nine compositions using the *pair* (a, b) = (rotate_left, reverse). In ``together`` a and b only
 ever appear side by side (a first), so their effects are confounded and ``hlsm.identify`` finds
-neither identified; its twin ``apart`` has as many compositions, three of which use a or b without
+neither identified; its twin ``apart`` has as many compositions, four of which use a or b without
 the other, and identifies both. The question, for theory against experiment: on the 16 L = 2
 chains that use a or b beside another skill (``separate``; no run trained on any) does the trained
 model fail where the checker says "unidentified" and succeed where it says "identified"?
@@ -15,8 +15,9 @@ formats: ``explicit``, the toolkit's (every step's module tokens and value are w
 ``answer`` (the final value only), the observation the checker's algebra assumes (a composition
 is seen only through its total). Per (support, format): mean greedy accuracy over seeds with 95%
 t-intervals on ``seen`` (the SFT compositions, fresh inputs), ``separate`` and ``swapped`` ((b, a)),
-the paired difference apart − together, and per target the checker's calls (``module``: identified
-and interfaces covered; ``local``: Theorem 3.4's witnesses) beside the run's accuracy on it. For
+the paired difference apart − together (over seeds; on ``separate`` and ``swapped`` also item by
+item, their supports being the same in both splits, while ``seen`` differs), and per target the
+checker's calls (``module``: identified and interfaces covered; ``local``: Theorem 3.4's witnesses) beside the run's accuracy on it. For
 ``explicit`` runs, a causal probe: patching step t's skill token from a to b (or b to a) at each
 layer on ``separate`` items, the rate at which the step's output follows the patched skill
 (``probes.causal``). Runs are cached under ``--runs``.

@@ -67,26 +67,27 @@ def _sft_depths(sft_depths: tuple[int, ...], depth: int) -> tuple[int, ...]:
     return sft_depths
 
 
-def _kept_modules(heldout: tuple[str, ...], skills: tuple[str, ...], routings: tuple[str, ...]):
+def _kept_modules(heldout: tuple[str, ...], skills: tuple[str, ...], routings: tuple[str, ...],
+                  field: str = "heldout"):
     """(the skills, the routings) SFT keeps once ``heldout`` (skills only or routings only, each in
-    the inventory) is taken out; ValueError if it leaves none of its kind."""
+    the inventory) is taken out; ValueError (naming ``field``) if it leaves none of its kind."""
     unknown = [h for h in heldout if h not in SKILLS and h not in ROUTINGS]
     if unknown:
-        raise ValueError(f"heldout: unknown module {unknown[0]!r}; allowed: a skill ({', '.join(SKILLS)}) "
+        raise ValueError(f"{field}: unknown module {unknown[0]!r}; allowed: a skill ({', '.join(SKILLS)}) "
                          f"or a routing ({', '.join(ROUTINGS)})")
     is_skill = [h in SKILLS for h in heldout]
     if not heldout or not (all(is_skill) or not any(is_skill)):
-        raise ValueError(f"heldout must name skills only or routings only, got {heldout!r}")
+        raise ValueError(f"{field} must name skills only or routings only, got {heldout!r}")
     if not all(is_skill):
         check_routings(heldout)
     inventory = skills if all(is_skill) else routings
     missing = [h for h in heldout if h not in inventory]
     if missing:
-        raise ValueError(f"heldout {missing!r} not in the inventory {inventory!r}")
+        raise ValueError(f"{field} {missing!r} not in the inventory {inventory!r}")
     kept_skills = tuple(s for s in skills if s not in heldout)
     kept_routings = tuple(r for r in routings if r not in heldout)
     if not kept_skills or not kept_routings:
-        raise ValueError(f"heldout {heldout!r} leaves no module of its kind for SFT")
+        raise ValueError(f"{field} {heldout!r} leaves no module of its kind for SFT")
     return kept_skills, kept_routings
 
 
@@ -156,7 +157,7 @@ def compositional_split(
     if deeper:
         evals[DEEPER] = Support(depths=tuple(deeper), **eval_in)
     if sft_missing:
-        kept_skills, kept_routings = _kept_modules(sft_missing, tuple(skills), tuple(routings))
+        kept_skills, kept_routings = _kept_modules(sft_missing, tuple(skills), tuple(routings), "sft_missing")
         kept = dict(skills=kept_skills, routings=kept_routings)
         train[SFT_MISSING] = Support(depths=sft_depths, buckets=sft, **{**train_in, **kept})
         evals[UNSEEN_MISSING] = Support(depths=(depth,), buckets=heldout, require=sft_missing, **eval_in)

@@ -42,6 +42,10 @@ class Split:
     def restrict_eval(self, names, n: int, seed: int = 0) -> Split:
         """The same split with each evaluation support in ``names`` cut down to ``n`` listed
         compositions (``Support.restrict``): more items per composition for the same budget."""
+        if isinstance(names, str):  # a bare name would be split into its characters
+            raise ValueError(f"restrict_eval: names must be a tuple of support names, got the string {names!r}; "
+                             f"write ({names!r},)")
+        names = tuple(names)
         missing = [m for m in names if m not in self.eval]
         if missing:
             raise ValueError(f"restrict_eval: {missing[0]!r} is not an eval support; have {sorted(self.eval)}")
