@@ -17,8 +17,8 @@ is seen only through its total). Per (support, format): mean greedy accuracy ove
 t-intervals on ``seen`` (the SFT compositions, fresh inputs), ``separate`` and ``swapped`` ((b, a)),
 the paired difference apart − together (over seeds; on ``separate`` and ``swapped`` also item by
 item, their supports being the same in both splits, while ``seen`` differs), and per target the
-checker's calls (``module``: identified and interfaces covered; ``local``: Theorem 3.4's witnesses) beside the run's accuracy on it. For
-``explicit`` runs, a causal probe: patching step t's skill token from a to b (or b to a) at each
+checker's calls (``module``: identified and interfaces covered; ``local``: Theorem 3.4's
+witnesses) beside the run's accuracy on it. For ``explicit`` runs, a causal probe: patching step t's skill token from a to b (or b to a) at each
 layer on ``separate`` items, the rate at which the step's output follows the patched skill
 (``probes.causal``). Runs are cached under ``--runs``.
 """
