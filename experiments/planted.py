@@ -12,15 +12,15 @@ model fail where the checker says "unidentified" and succeed where it says "iden
 
 Both supports are trained (SFT only: the checker is about what a support identifies) in two trace
 formats: ``explicit``, the toolkit's (every step's module tokens and value are written out), and
-``answer`` (the final value only), the observation the checker's algebra assumes (a composition
-is seen only through its total). Per (support, format): mean greedy accuracy over seeds with 95%
+``answer`` (the final value only), the observation the checker's algebra assumes (a composition is
+seen only through its total). Per (support, format): mean greedy accuracy over seeds with 95%
 t-intervals on ``seen`` (the SFT compositions, fresh inputs), ``separate`` and ``swapped`` ((b, a)),
 the paired difference apart − together (over seeds; on ``separate`` and ``swapped`` also item by
 item, their supports being the same in both splits, while ``seen`` differs), and per target the
-checker's calls (``module``: identified and interfaces covered; ``local``: Theorem 3.4's
-witnesses) beside the run's accuracy on it. For ``explicit`` runs, a causal probe: patching step t's skill token from a to b (or b to a) at each
-layer on ``separate`` items, the rate at which the step's output follows the patched skill
-(``probes.causal``). Runs are cached under ``--runs``.
+checker's calls (``module``: identified and interfaces covered; ``local``: Theorem 3.4's witnesses)
+beside the run's accuracy on it. For ``explicit`` runs, a causal probe: patching step t's skill
+token from a to b (or b to a) at each layer on ``separate`` items, the rate at which the step's
+output follows the patched skill (``probes.causal``). Runs are cached under ``--runs``.
 """
 
 from __future__ import annotations
