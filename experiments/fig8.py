@@ -13,23 +13,23 @@ skill runs (targets: unseen compositions using a held-out skill at L_train and a
 saw the skill only as an atom, RL reintroduced it as atoms or inside compositions).
 
 Every interface key (``module``, ``skill-skill``, ``skill-routing``) with tied or positional units
-is scored, and the local criterion of Theorem 3.4 (``local``: every step's parent-children
-interface has a witness in the training support, ``hlsm.identify.local``); the checker's default
-(``module``, tied) is the primary prediction, fixed before looking. ``--sources protocol`` scores
-the protocol study's runs only. For fig2's GRPO arms also the RL-enrichment check
-(``hlsm.identify.enrichment``: locally reachable from SFT plus the RL compositions whose p0, the
-SFT base's sampled success rate measured here per composition on a sample of ``P0_COMPS`` of the
-arm's RL compositions (the check sees only those), lies strictly inside (0, 1)):
-``fig8_enrichment.csv`` scores its call (and the call counting saturated compositions, and SFT's
-local call alone) against the arm's success, with the arm's paired gain over its base on the same
-targets where the call says reachable and where it does not. ``fig8_calibration.csv``: per
-criterion and scope, the graded prediction in five bins against the observed success rate; ``fig8_wrong.csv``: the local
-criterion's wrong calls with the target's unwitnessed interfaces. Reported per criterion: AUROC
-of the binary prediction and of a graded one (coverage keys: mean of the fractions of needed units
-identified and needed interfaces covered; local: the fraction of steps witnessed, and separately
-the witness count of the target's rarest interface) against success,
-with 95% bootstrap intervals over runs, and the mean accuracy of predicted-reachable vs
--unreachable targets.
+is scored, and the local criterion of Theorem 3.4 (``local``: every step's parent-children interface
+has a witness in the training support, ``hlsm.identify.local``); the checker's default (``module``,
+tied) is the primary prediction, fixed before looking. ``--sources protocol`` (or ``fig2``) scores
+one source's runs only and names its files ``fig8_protocol.*`` (``fig8_fig2.*``). For fig2's GRPO
+arms also the RL-enrichment check (``hlsm.identify.enrichment``: locally reachable from SFT plus the
+RL compositions whose p0, the SFT base's sampled success rate measured here per composition on a
+sample of ``P0_COMPS`` of the arm's RL compositions (the check sees only those), lies strictly
+inside (0, 1)): ``fig8_enrichment.csv`` scores its call (and the call counting saturated
+compositions, and SFT's local call alone) against the arm's success, with the arm's paired gain over
+its base on the same targets where the call says reachable and where it does not.
+``fig8_calibration.csv``: per criterion and scope, the graded prediction in five bins against the
+observed success rate; ``fig8_wrong.csv``: the local criterion's wrong calls with the target's
+unwitnessed interfaces. Reported per criterion: AUROC of the binary prediction and of a graded one
+(coverage keys: mean of the fractions of needed units identified and needed interfaces covered;
+local: the fraction of steps witnessed, and separately the witness count of the target's rarest
+interface) against success, with 95% bootstrap intervals over runs, and the mean accuracy of
+predicted-reachable vs -unreachable targets.
 """
 
 from __future__ import annotations
@@ -340,23 +340,25 @@ def main(argv=None) -> int:
     rows = predictions(run_sources(a))
     summary = summarize(rows)
     out = Path(a.out)  # resolved by output_dir after parsing
-    write_csv(summary, out / "fig8.csv")
-    write_csv(rows, out / "fig8_targets.csv")
-    write_csv(calibration(rows), out / "fig8_calibration.csv")
+    # every source writes fig8.*; one source alone writes fig8_<source>.*, keeping the other's files
+    stem = "fig8" if set(a.sources) == set(SOURCES) else "fig8_" + "_".join(a.sources)
+    write_csv(summary, out / f"{stem}.csv")
+    write_csv(rows, out / f"{stem}_targets.csv")
+    write_csv(calibration(rows), out / f"{stem}_calibration.csv")
     enrich = enrichment_summary(rows)
-    write_csv(enrich, out / "fig8_enrichment.csv")
+    write_csv(enrich, out / f"{stem}_enrichment.csv")
     local = f"pred[{criterion_name(LOCAL, False)}]"
     write_csv([{k: r[k] for k in ("source", "condition", "split", "seed", "target_set", "composition", "accuracy",
                                    "success", local, "local_missing")}
-               for r in rows if r[local] != r["success"]], out / "fig8_wrong.csv")
-    plot(summary, rows, out / "fig8")
+               for r in rows if r[local] != r["success"]], out / f"{stem}_wrong.csv")
+    plot(summary, rows, out / stem)
     write_json({"figure": "fig8", "args": vars(a), "seeds": a.seeds, "wall_s": time.time() - t0,
                 "provenance": provenance(), "success_threshold": SUCCESS, "targets_per_set": TARGETS,
                 "items_per_target": ITEMS,
                 "primary": criterion_name(*PRIMARY), "runs": sorted({r["run"] for r in rows}),
                 "p0_measure": {"compositions_sampled": P0_COMPS, "items": P0_ITEMS, "samples": P0_SAMPLES,
                                "note": "enrichment sees only the sampled RL compositions"},
-                "summary": summary, "enrichment": enrich}, out / "fig8.json")
+                "summary": summary, "enrichment": enrich}, out / f"{stem}.json")
     for s in summary:
         print(f"{s['scope']:>18} {s['criterion']:>26}{'*' if s['primary'] else ' '}: n={s['targets']:4d} "
               f"succ={s['successes']:4d} pred={s['predicted_reachable']:4d}  AUROC {s['auroc']:.3f} "
@@ -371,7 +373,7 @@ def main(argv=None) -> int:
               f"(success {e['success_if_reachable']:.3f}, gain over base {e['gain_if_reachable']:+.3f}) / "
               f"unreachable {e['n_unreachable']} (success {e['success_if_unreachable']:.3f}, gain "
               f"{e['gain_if_unreachable']:+.3f})")
-    print(f"wall {time.time() - t0:.0f} s -> {out / 'fig8.png'}")
+    print(f"wall {time.time() - t0:.0f} s -> {out / stem}.png")
     return 0
 
 
