@@ -29,6 +29,7 @@ from experiments.report import (
     mean_ci,
     output_dir,
     paired,
+    partial_stem,
     provenance,
     save_figure,
     write_csv,
@@ -144,7 +145,7 @@ def main(argv=None) -> int:
     pairs = [(x, y) for x, y in COVERED_VS_MISSING if x in bottom_conds and y in bottom_conds]
     diffs += paired_diffs(bottom_rows, "bottom", pairs, BOTTOM_SETS) if bottom_rows else []
     out = Path(a.out)  # resolved by output_dir after parsing
-    stem = "fig4" if len(set(a.panels)) == 2 else f"fig4_{a.panels[0]}"  # one panel alone keeps the other's files
+    stem = partial_stem("fig4", a.panels, ("top", "bottom"))  # one panel alone keeps the other's files
     write_csv(plotted + diffs, out / f"{stem}.csv")
     write_csv(top_rows + bottom_rows, out / f"{stem}_units.csv")
     plot(plotted, out / stem)

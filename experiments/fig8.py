@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments import heldout, protocol
-from experiments.report import figure_parser, output_dir, provenance, save_figure, write_csv, write_json
+from experiments.report import figure_parser, output_dir, partial_stem, provenance, save_figure, write_csv, write_json
 from experiments.runs import cached_json, posthoc_eval
 from hlsm.identify import (
     INTERFACES,
@@ -341,7 +341,7 @@ def main(argv=None) -> int:
     summary = summarize(rows)
     out = Path(a.out)  # resolved by output_dir after parsing
     # every source writes fig8.*; one source alone writes fig8_<source>.*, keeping the other's files
-    stem = "fig8" if set(a.sources) == set(SOURCES) else "fig8_" + "_".join(a.sources)
+    stem = partial_stem("fig8", a.sources, SOURCES)
     write_csv(summary, out / f"{stem}.csv")
     write_csv(rows, out / f"{stem}_targets.csv")
     write_csv(calibration(rows), out / f"{stem}_calibration.csv")

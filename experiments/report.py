@@ -99,6 +99,13 @@ def figure_parser(prog: str, doc: str, presets=("smoke", "cpu")):
     return ap
 
 
+def partial_stem(figure: str, chosen, every) -> str:
+    """The file stem of a figure run on some of its parts (panels, sources): ``figure`` when all of
+    ``every`` ran, else ``figure_<part>_<part>``, so a partial run never overwrites the full files."""
+    chosen = list(dict.fromkeys(chosen))
+    return figure if set(chosen) == set(every) else "_".join([figure, *chosen])
+
+
 def grpo_regime(rows: list[dict]) -> list[dict]:
     """Per GRPO condition: mean and 95% t-interval over units of its first-step reward (p0 on its
     prompts), its last rewards and its tied-group fraction. ``rows``: one per (unit, condition),

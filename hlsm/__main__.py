@@ -20,13 +20,13 @@ from hlsm.support import LeakageError
 from hlsm.text import FORMATS
 
 
-# the split factories' parameter annotations -> (argparse type, nargs)
 def _bool(text: str) -> bool:
     if text.lower() not in ("true", "false", "1", "0"):
         raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
     return text.lower() in ("true", "1")
 
 
+# the split factories' parameter annotations -> (argparse type, nargs)
 _ARG_TYPES = {"int": (int, None), "str": (str, None), "bool": (_bool, None), "tuple[int, int]": (int, 2),
               "tuple[str, str]": (str, 2), "tuple[int, ...]": (int, "*"), "tuple[str, ...]": (str, "+")}
 

@@ -32,7 +32,7 @@ from hlsm.names import (
 )
 from hlsm.rng import N_BUCKETS
 from hlsm.support.set import Support
-from hlsm.support.split import Split
+from hlsm.support.split import Split, name_tuple
 
 
 def _check_ranges(**ranges: tuple[int, int]) -> None:
@@ -128,10 +128,7 @@ def compositional_split(
     _check_deeper(deeper, depth)
     _check_ranges(sft=sft, rl=rl, heldout=heldout)
     sft_depths = _sft_depths(sft_depths, depth)
-    if isinstance(sft_missing, str):  # a bare name would be split into its characters
-        raise ValueError(f"sft_missing must be a tuple of module names, got the string {sft_missing!r}; "
-                         f"write ({sft_missing!r},)")
-    sft_missing = tuple(sft_missing)
+    sft_missing = name_tuple(sft_missing, "sft_missing")
     common = dict(
         skills=tuple(skills),
         routings=tuple(routings),
@@ -204,10 +201,7 @@ def heldout_split(
     """
     # one function: half of it is signature and docstring; the rest, the checks then the supports the
     # docstring names, reads top to bottom beside it (the module checks are _kept_modules)
-    if isinstance(heldout, str):  # a bare name would be split into its characters
-        raise ValueError(f"heldout must be a tuple of module names, got the string {heldout!r}; "
-                         f"write ({heldout!r},)")
-    heldout = tuple(heldout)
+    heldout = name_tuple(heldout, "heldout")
     _check_ranges(rl=rl, test=test)
     _check_ranges(sft=sft)  # of the kept modules' compositions: no overlap with rl / test possible
     sft_depths = _sft_depths(sft_depths, depth)

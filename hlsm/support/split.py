@@ -11,6 +11,14 @@ from hlsm.support.proofs import LeakageError, compositions_disjoint, items_disjo
 from hlsm.support.set import Support
 
 
+def name_tuple(value, field: str, what: str = "module names") -> tuple[str, ...]:
+    """``value`` as a tuple of names; a bare string (which would be split into its characters) is a
+    ValueError naming ``field``."""
+    if isinstance(value, str):
+        raise ValueError(f"{field} must be a tuple of {what}, got the string {value!r}; write ({value!r},)")
+    return tuple(value)
+
+
 @dataclass(frozen=True)
 class Split:
     """One experiment's data design: named training and evaluation supports.
@@ -42,10 +50,7 @@ class Split:
     def restrict_eval(self, names, n: int, seed: int = 0) -> Split:
         """The same split with each evaluation support in ``names`` cut down to ``n`` listed
         compositions (``Support.restrict``): more items per composition for the same budget."""
-        if isinstance(names, str):  # a bare name would be split into its characters
-            raise ValueError(f"restrict_eval: names must be a tuple of support names, got the string {names!r}; "
-                             f"write ({names!r},)")
-        names = tuple(names)
+        names = name_tuple(names, "restrict_eval: names", "support names")
         missing = [m for m in names if m not in self.eval]
         if missing:
             raise ValueError(f"restrict_eval: {missing[0]!r} is not an eval support; have {sorted(self.eval)}")
