@@ -15,20 +15,26 @@ The baseline unit runs first, then each lever's unit with the same seed; each le
 per-phase ratio (baseline time / lever time: > 1 is faster) and whether its final accuracies are
 identical to the baseline's (a lever that changes results must show they stay within the
 seed-to-seed spread before it is kept). Levers (``LEVERS``): torch threads, ``torch.compile`` of
-SFT, fewer eval items.
+SFT, fewer eval items, and ``procs2``: two processes of one thread each train the unit at the
+same time, as a study's two workers do; its phases are one process's and its ``throughput`` line
+is the baseline's total over half the pair's wall time (units per second, relative to one
+process alone).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import platform
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 
-LEVERS = {  # name -> (torch threads or None, SFT overrides, GRPO/control overrides)
-    "threads2": (2, {}, {}),  # 1 process x 2 threads instead of 1 x 1 (a study runs 2 x 1)
-    "compile": (None, {"compile": True}, {}),  # torch.compile the SFT model (off on CPU by default)
-    "eval_half": (None, {"eval_n": 0.5}, {"eval_n": 0.5}),  # half the eval items (wider intervals)
+LEVERS = {  # name -> (torch threads or None, processes, SFT overrides, GRPO/control overrides)
+    "threads2": (2, 1, {}, {}),  # 1 process x 2 threads instead of 1 x 1
+    "procs2": (1, 2, {}, {}),  # 2 processes x 1 thread, each training the same unit (what a study runs)
+    "compile": (None, 1, {"compile": True}, {}),  # torch.compile the SFT model (off on CPU by default)
+    "eval_half": (None, 1, {"eval_n": 0.5}, {"eval_n": 0.5}),  # half the eval items (wider intervals)
 }
 PHASES = ("sft", "grpo", "control", "eval", "posthoc")
 
@@ -132,8 +138,19 @@ def main(argv=None) -> int:
     base = run_unit(a.preset, a.split, a.seed, a.threads, {}, {}, a.scale)
     report("baseline", base)
     for name in a.levers:
-        threads, sft_over, rl_over = LEVERS[name]
-        report(name, run_unit(a.preset, a.split, a.seed, threads or a.threads, sft_over, rl_over, a.scale), base)
+        threads, procs, sft_over, rl_over = LEVERS[name]
+        args = (a.preset, a.split, a.seed, threads or a.threads, sft_over, rl_over, a.scale)
+        if procs == 1:
+            report(name, run_unit(*args), base)
+            continue
+        t = time.perf_counter()
+        with ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            runs = list(pool.map(run_unit, *zip(*[args] * procs)))
+        wall = time.perf_counter() - t
+        report(name, runs[0], base)
+        print(f"{'':>10}  {procs} processes: wall {wall:.1f} s for {procs} units, throughput "
+              f"{base['total'] * procs / wall:.2f}x one process alone; all {procs} runs identical: "
+              f"{all(r['accuracy'] == runs[0]['accuracy'] for r in runs)}")
     print(f"wall {time.time() - t0:.0f} s")
     return 0
 
