@@ -15,10 +15,11 @@ The baseline unit runs first, then each lever's unit with the same seed; each le
 per-phase ratio (baseline time / lever time: > 1 is faster) and whether its final accuracies are
 identical to the baseline's (a lever that changes results must show they stay within the
 seed-to-seed spread before it is kept). Levers (``LEVERS``): torch threads, ``torch.compile`` of
-SFT, fewer eval items, and ``procs2``: two processes of one thread each train the unit at the
-same time, as a study's two workers do; its phases are one process's and its ``throughput`` line
-is the baseline's total over half the pair's wall time (units per second, relative to one
-process alone).
+SFT, fewer eval items, the SFT micro-batch size (rows are sorted by length and each micro-batch
+cut to its longest row, so smaller ones carry less padding) and ``procs2``: two processes of one
+thread each train the unit at the same time, as a study's two workers do; its phases are one
+process's and its ``throughput`` line is the baseline's total over half the pair's wall time
+(units per second, relative to one process alone).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ LEVERS = {  # name -> (torch threads or None, processes, SFT overrides, GRPO/con
     "procs2": (1, 2, {}, {}),  # 2 processes x 1 thread, each training the same unit (what a study runs)
     "compile": (None, 1, {"compile": True}, {}),  # torch.compile the SFT model (off on CPU by default)
     "eval_half": (None, 1, {"eval_n": 0.5}, {"eval_n": 0.5}),  # half the eval items (wider intervals)
+    "micro16": (None, 1, {"micro_batch_size": 16}, {}),  # SFT micro-batches of 16 rows: less padding, more calls
+    "micro64": (None, 1, {"micro_batch_size": 64}, {}),  # one SFT micro-batch per update: fewer calls, more padding
 }
 PHASES = ("sft", "grpo", "control", "eval", "posthoc")
 
