@@ -148,7 +148,7 @@ def main(argv=None) -> int:
             continue
         t = time.perf_counter()
         with ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            runs = list(pool.map(run_unit, *zip(*[args] * procs)))
+            runs = [f.result() for f in [pool.submit(run_unit, *args) for _ in range(procs)]]
         wall = time.perf_counter() - t
         report(name, runs[0], base)
         print(f"{'':>10}  {procs} processes: wall {wall:.1f} s for {procs} units, throughput "

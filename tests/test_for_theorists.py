@@ -7,11 +7,11 @@ earlier ones write); its stdout must equal the plain ``` blocks that follow it, 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.test_readme import run_block
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "for_theorists.md"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
@@ -38,7 +38,6 @@ def test_every_example_shows_its_output():
 @pytest.mark.slow
 def test_every_example_prints_what_the_page_says(tmp_path):
     for lang, code, want in examples():
-        cmd = [sys.executable, "-c", code] if lang == "python" else ["bash", "-euo", "pipefail", "-c", code]
-        r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        r = run_block(lang, code, tmp_path)
         assert r.returncode == 0, f"{code}\n{r.stderr[-2000:]}"
         assert r.stdout.rstrip("\n") == want.rstrip("\n"), f"{code}\n--- page\n{want}\n--- printed\n{r.stdout}"

@@ -32,8 +32,13 @@ RUNNABLE = [(i, lang, code) for i, (marker, lang, code) in enumerate(blocks())
             if not marker.startswith("<!-- readme-test: skip:") and "test-command" not in marker]
 
 
+def run_block(lang: str, code: str, cwd) -> subprocess.CompletedProcess:
+    """Run one python / bash block of a doc page in ``cwd`` (bash strict: any failing command fails it)."""
+    cmd = [sys.executable, "-c", code] if lang == "python" else ["bash", "-euo", "pipefail", "-c", code]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
 @pytest.mark.parametrize("index, lang, code", RUNNABLE, ids=[f"block{i}-{lang}" for i, lang, _ in RUNNABLE])
 def test_readme_block_runs_as_written(index, lang, code, tmp_path):
-    cmd = [sys.executable, "-c", code] if lang == "python" else ["bash", "-euo", "pipefail", "-c", code]
-    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    r = run_block(lang, code, tmp_path)
     assert r.returncode == 0, f"README block {index} ({lang}) failed:\n{code}\n{r.stderr[-2000:]}"
