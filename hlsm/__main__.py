@@ -28,6 +28,7 @@ def _bool(text: str) -> bool:
 
 # the split factories' parameter annotations -> (argparse type, nargs)
 _ARG_TYPES = {"int": (int, None), "str": (str, None), "bool": (_bool, None), "tuple[int, int]": (int, 2),
+              "tuple[int, int] | None": (int, 2),
               "tuple[str, str]": (str, 2), "tuple[int, ...]": (int, "*"), "tuple[str, ...]": (str, "+")}
 
 

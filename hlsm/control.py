@@ -1,8 +1,9 @@
-"""The labelled control of a GRPO run: continued SFT with labels on exactly the items GRPO trained on.
+"""The controls of a GRPO run: labels, or the policy's own correct samples, on exactly its prompts.
 
     grpo = GRPOConfig(init="runs/sft", rl_support="rl", steps=100, prompts_per_step=16)
     control = labelled_control(grpo)               # an SFTConfig; train it with hlsm.sft.train
     control = labelled_control(grpo, base=sft_cfg) # before the SFT run exists: from its config
+    rft = rft_control(grpo)                        # a GRPOConfig; train it with hlsm.grpo.train
 
 Every RL claim is read against this run. GRPO step k samples its P prompts from items
 [k*P, (k+1)*P) of the stream ``hlsm.names.train_stream(rl_support)`` (and, with replay, n_replay =
@@ -14,11 +15,21 @@ for the same number of updates at the same learning rate (constant, after GRPO's
 the same initial policy. GRPO with several updates per step (epochs x minibatches > 1) has no such
 control and is refused. A GRPO run that stopped early (``stop_when_dead``: every group tied at
 reward 0) took fewer steps than its control: its metrics say so.
+
+The RFT control (rejection-sampling fine-tuning, on policy) is the same run with one change: the
+objective. It draws the same prompts and the same G samples per prompt with the same code and
+sampling noise (step k's generator is a function of (seed, k)), and trains only on the samples
+whose answer is right: the mean NLL over them, no baseline, no negative advantage
+(``hlsm.grpo_loss.rft_advantages``). Against it GRPO's gain is what its baseline and negatives add
+beyond on-policy data.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 from hlsm.grpo import GRPOConfig
+from hlsm.grpo_loss import RFT
 from hlsm.sft import SFTConfig
 
 
@@ -31,7 +42,7 @@ def labelled_control(grpo: GRPOConfig, base: SFTConfig | None = None, **override
     learned (e.g. ``eval_n``, ``ckpt_every``, ``device``); one that would raises a ValueError.
     """
     follows = ("train_supports", "batch_size", "steps", "seed", "init", "split", "lr", "warmup_steps",
-               "min_lr_ratio", "weight_decay", "grad_clip")
+               "min_lr_ratio", "weight_decay", "grad_clip", "data_offset")
     bad = sorted(set(overrides) & set(follows))
     if bad:
         raise ValueError(f"labelled_control: {bad} would change the items or updates the control sees; "
@@ -69,3 +80,11 @@ def labelled_control(grpo: GRPOConfig, base: SFTConfig | None = None, **override
         kw["split"] = grpo.split
     kw.update(overrides)
     return SFTConfig(**kw)
+
+
+def rft_control(grpo: GRPOConfig) -> GRPOConfig:
+    """``grpo`` with ``objective="rft"``: same prompts, samples, updates and learning rate, trained only
+    on its correct samples. A GRPO config that is already RFT is refused (it is not a GRPO arm)."""
+    if grpo.objective == RFT:
+        raise ValueError("rft_control: the config is already an RFT run; give the GRPO arm it controls")
+    return dataclasses.replace(grpo, objective=RFT).validate()

@@ -51,6 +51,7 @@ from hlsm.distributed import barrier, cleanup, init_distributed
 from hlsm.grpo_config import GRPO_PRESETS, GRPOConfig  # noqa: F401 -- re-exported: hlsm.grpo.GRPOConfig, ...
 from hlsm.grpo_loss import (  # noqa: F401 -- the math, re-exported: hlsm.grpo.compute_group_advantages, ...
     LOSS_AGGREGATIONS,
+    OBJECTIVES,
     aggregate_loss,
     clipped_policy_loss,
     combined_rewards,
@@ -58,6 +59,7 @@ from hlsm.grpo_loss import (  # noqa: F401 -- the math, re-exported: hlsm.grpo.c
     k3_kl,
     masked_mean,
     replay_window,
+    rft_advantages,
 )
 from hlsm.grpo_trainer import GRPO, STATS, SUMMED, Rollout, sampled_reward  # noqa: F401 -- re-exported
 from hlsm.runloop import Loop, eval_line, finished_run, run_loop
@@ -188,7 +190,7 @@ def _dead_stop(cfg: GRPOConfig):
 
 def main(argv=None) -> int:
     p = trainer_parser("python -m hlsm.grpo", __doc__, GRPOConfig, GRPO_PRESETS,
-                       choices={"loss_agg": LOSS_AGGREGATIONS}, skip=("preset",))
+                       choices={"loss_agg": LOSS_AGGREGATIONS, "objective": OBJECTIVES}, skip=("preset",))
     p.add_argument("--preset", default="smoke", choices=sorted(GRPO_PRESETS),
                    help="training defaults (default 'smoke': from the smoke SFT base in seconds)")
     args = p.parse_args(argv)

@@ -14,7 +14,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 
-from hlsm.grpo_loss import LOSS_AGGREGATIONS
+from hlsm.grpo_loss import LOSS_AGGREGATIONS, OBJECTIVES, RFT
 from hlsm.model import HLSM
 from hlsm.names import RL, RL_PROMPTS, SEEN, SFT, UNSEEN, train_stream
 from hlsm.presets import GRPO_PRESETS
@@ -41,6 +41,7 @@ class GRPOConfig:
     temperature: float = 1.0  # sampling temperature; old/ref log-probs and ratios are taken at it too
     top_k: int = 0  # sample from the top k tokens only (0: the full distribution)
     max_new_tokens: int = 0  # completion length cap (0: the policy's context minus the longest prompt)
+    objective: str = "grpo"  # grpo: group-relative advantages | rft: SFT on the correct samples only (the RFT control)
     scale_std: bool = True  # divide group-centred rewards by the group std (off: Dr. GRPO)
     loss_agg: str = "seq_mean"  # seq_mean | token_mean | constant (Dr. GRPO: sum / max_new_tokens)
     eps_low: float = 0.2  # clip ratios below 1 - eps_low (negative advantages)
@@ -124,6 +125,11 @@ class GRPOConfig:
             bad("temperature", "must be > 0")
         if not 0 <= self.replay_fraction <= 16:
             bad("replay_fraction", "must be in [0, 16]")
+        if self.objective not in OBJECTIVES:
+            bad("objective", f"must be one of {', '.join(OBJECTIVES)}")
+        if self.objective == RFT and (self.loss_agg != "seq_mean" or "answer" not in self.rewards):
+            bad("objective", "rft keeps the completions whose answer reward is 1 and averages their NLL: it needs "
+                             "loss_agg 'seq_mean' and an 'answer' reward")
         if self.loss_agg not in LOSS_AGGREGATIONS:
             bad("loss_agg", f"must be one of {', '.join(LOSS_AGGREGATIONS)}")
         if not isinstance(self.rewards, dict) or not self.rewards:

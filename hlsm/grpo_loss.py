@@ -1,6 +1,7 @@
 """The GRPO math as small pure functions, each tested on hand-computed values.
 
     compute_group_advantages(rewards, G, scale_std)      (r - group mean) [/ (group std + eps)], 0 if tied
+    rft_advantages(correct, kept_frac)                   1 / kept_frac on correct rows, else 0 (rejection sampling)
     masked_mean(x, mask, dim) / aggregate_loss(...)      seq_mean | token_mean | constant (Dr. GRPO)
     clipped_policy_loss(logp, old_logp, adv, lo, hi)     -min(r A, clip(r, 1-lo, 1+hi) A), clip stats
     k3_kl(logp, ref_logp)                                exp(ref - logp) - (ref - logp) - 1
@@ -15,6 +16,8 @@ from __future__ import annotations
 import torch
 
 LOSS_AGGREGATIONS = ("seq_mean", "token_mean", "constant")
+GRPO, RFT = "grpo", "rft"
+OBJECTIVES = (GRPO, RFT)  # GRPOConfig.objective: group-relative advantages, or SFT on the correct samples
 
 
 def compute_group_advantages(
@@ -37,6 +40,20 @@ def compute_group_advantages(
         adv = adv / (r.std(dim=1, keepdim=True) + eps)
     tied = r.amax(dim=1, keepdim=True) == r.amin(dim=1, keepdim=True)
     return adv.masked_fill(tied, 0.0).reshape(-1)
+
+
+def rft_advantages(correct: torch.Tensor, kept_frac: float) -> torch.Tensor:
+    """Rejection-sampling fine-tuning as advantages: ``1 / kept_frac`` on the correct rows, 0 elsewhere.
+
+    With one update per rollout the ratio is 1 and the clipped surrogate's gradient is -A grad log p,
+    so under ``seq_mean`` aggregation (sum over rows / number of rows) these advantages give exactly
+    the gradient of the mean NLL over the kept completions: SFT on the policy's own correct samples,
+    no baseline and no negative advantage. ``kept_frac`` is the kept fraction of the whole batch (all
+    ranks); none kept gives all zeros (no update).
+    """
+    if kept_frac <= 0:
+        return torch.zeros_like(correct, dtype=torch.float)
+    return correct.float() / kept_frac
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:

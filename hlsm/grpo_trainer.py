@@ -29,12 +29,14 @@ from hlsm.distributed import DistInfo, all_reduce_sum, shard, wrap_ddp
 from hlsm.generation import Generation, completion_logprobs, generate
 from hlsm.grpo_config import GRPOConfig, training_stream
 from hlsm.grpo_loss import (
+    RFT,
     aggregate_loss,
     clipped_policy_loss,
     combined_rewards,
     compute_group_advantages,
     k3_kl,
     replay_window,
+    rft_advantages,
 )
 from hlsm.names import GRPO_SAMPLING
 from hlsm.rng import stream_key
@@ -162,7 +164,13 @@ class GRPO:
         )
         group_ex = [ex for ex in examples for _ in range(cfg.group_size)]
         reward, per = combined_rewards(group_ex, gen.texts, cfg.rewards)
-        adv = compute_group_advantages(reward, cfg.group_size, cfg.scale_std).to(self.dist.device)
+        if cfg.objective == RFT:  # keep the correct completions (every rank's count: one global mean NLL)
+            correct = per["answer"] == 1.0
+            kept = all_reduce_sum(correct.sum().to(self.dist.device, torch.float64), self.dist)
+            adv = rft_advantages(correct, kept.item() / (cfg.prompts_per_step * cfg.group_size))
+        else:
+            adv = compute_group_advantages(reward, cfg.group_size, cfg.scale_std)
+        adv = adv.to(self.dist.device)
         return Rollout([prompts[i // cfg.group_size] for i in range(self.n)], gen, reward, per, adv)
 
     def _replay_batch(self, k: int):

@@ -122,17 +122,19 @@ def make_batch(parts, pad_id: int, block_size: int) -> tuple[torch.Tensor, torch
     return ids[:, :-1], ids[:, 1:], mask
 
 
-def local_batch(streams: dict, counts: dict, step: int, lo: int, hi: int, tok: Tokenizer, block_size: int):
+def local_batch(streams: dict, counts: dict, step: int, lo: int, hi: int, tok: Tokenizer, block_size: int,
+                skip: int = 0):
     """Rows [lo, hi) of step ``step``'s global batch, as ``make_batch`` tensors.
 
     The global batch lays the supports' shares end to end: support s contributes its stream's
-    items [step * n_s, (step + 1) * n_s). One process takes [0, batch_size); DDP rank r its shard.
+    items [skip + step * n_s, skip + (step + 1) * n_s). One process takes [0, batch_size); DDP rank
+    r its shard. ``skip`` is ``SFTConfig.data_offset``.
     """
     parts, offset = [], 0
     for name, c in counts.items():
         a, b = max(lo, offset), min(hi, offset + c)
         if a < b:
-            parts.append(render(streams[name], b - a, step * c + (a - offset), tok))
+            parts.append(render(streams[name], b - a, skip + step * c + (a - offset), tok))
         offset += c
     return make_batch(parts, tok.pad_id, block_size)
 
@@ -250,7 +252,8 @@ class SFTTrainer:
         lr = lr_at(step, self.cfg)
         for group in self.opt.param_groups:
             group["lr"] = lr
-        x, y, mask = local_batch(self.streams, self.counts, step, self.lo, self.hi, self.tok, self.mcfg.block_size)
+        x, y, mask = local_batch(self.streams, self.counts, step, self.lo, self.hi, self.tok, self.mcfg.block_size,
+                                 self.cfg.data_offset)
         chunks = micro_batches(x, self.tok.pad_id, self.micro)
         tokens = int((x != self.tok.pad_id).sum()) * self.dist.world_size
         loss_value = self._backward(x, y, mask, chunks)

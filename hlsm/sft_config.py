@@ -60,6 +60,7 @@ class SFTConfig:
     ckpt_every: int = 100  # checkpoint every this many updates and at the end (0: only at the end)
     log_every: int = 10  # write a metrics line every this many updates
     seed: int = 0  # seeds model init, dropout and the data streams
+    data_offset: int = 0  # items each training stream skips first (continued SFT reads past what its init saw)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     compile: bool = False  # torch.compile the model for training (off on CPU by default)
 
@@ -108,7 +109,7 @@ class SFTConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 bad(name, "must be an integer >= 1")
-        for name in ("micro_batch_size", "warmup_steps", "eval_every", "ckpt_every", "seed"):
+        for name in ("micro_batch_size", "warmup_steps", "eval_every", "ckpt_every", "seed", "data_offset"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 bad(name, "must be an integer >= 0")

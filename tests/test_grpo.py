@@ -436,6 +436,55 @@ def test_labelled_control_trains_on_exactly_the_grpo_prompts_and_replay(sft_run)
         labelled_control(cfg, batch_size=7)
 
 
+def test_rft_advantages_hand_computed():
+    from hlsm.grpo_loss import rft_advantages
+
+    correct = torch.tensor([True, False, True, False, False, False, False, False])
+    torch.testing.assert_close(rft_advantages(correct, 2 / 8), torch.tensor([4.0, 0, 4, 0, 0, 0, 0, 0]))
+    assert rft_advantages(torch.zeros(4, dtype=torch.bool), 0.0).tolist() == [0.0] * 4
+
+
+def test_rft_control_samples_what_grpo_samples_and_its_update_is_sft_on_the_correct_ones(sft_run, monkeypatch):
+    """The RFT control's step-k rollout is GRPO's (same prompts, samples, rewards) from the same weights,
+    and its update's gradient is that of the mean NLL of the correct completions alone."""
+    from hlsm.control import rft_control
+    from hlsm.grpo import GRPO
+    from hlsm.grpo_loss import RFT
+
+    cfg = tiny(sft_run, rewards={"answer": 1.0}, grad_clip=0.0, prompts_per_step=6, steps=3)
+    rft = rft_control(cfg)
+    assert rft.objective == RFT and {**rft.to_dict(), "objective": cfg.objective} == cfg.to_dict()
+    with pytest.raises(ValueError, match="already an RFT run"):
+        rft_control(rft)
+    with pytest.raises(ValueError, match="GRPOConfig.objective"):
+        tiny(sft_run, objective="rft", rewards={"structure": 1.0}).validate()
+    model, split, fmt, gran = load_init(cfg.init)
+    grpo_t = GRPO(cfg, model, split, fmt, gran)
+    rft_t = GRPO(rft, load_init(cfg.init)[0], split, fmt, gran)
+    kept_any = False
+    for k in range(cfg.steps):
+        a, b = grpo_t.rollout(k), rft_t.rollout(k)
+        assert a.prompts == b.prompts and torch.equal(a.gen.ids, b.gen.ids) and torch.equal(a.reward, b.reward)
+        correct = b.per["answer"] == 1.0
+        assert torch.equal(b.adv > 0, correct) and (b.adv >= 0).all()
+        kept_any |= bool(correct.any())
+    assert kept_any, "the base never answers right: the test checks nothing"
+    # the update: RFT's gradient equals that of the mean NLL over the kept completions
+    monkeypatch.setattr(rft_t.opt, "step", lambda: None)
+    ro = next(r for r in map(rft_t.rollout, range(20)) if (r.per["answer"] == 1.0).any())  # something kept
+    plan = rft_t.plan(ro.adv, ro.gen.lengths)
+    rft_t._update(0, 0, ro, plan[0], None, None, None, rft.lr, dict.fromkeys(hlsm.grpo.STATS, 0.0))
+    got = {n: p.grad.clone() for n, p in rft_t.model.named_parameters() if p.grad is not None}
+    rft_t.model.zero_grad()
+    kept = torch.nonzero(ro.per["answer"] == 1.0).flatten()
+    lp, m = rft_t.logprobs(rft_t.model, ro, kept)
+    (-(lp * m).sum(1) / m.sum(1)).mean().backward()
+    want = {n: p.grad for n, p in rft_t.model.named_parameters() if p.grad is not None}
+    assert got.keys() == want.keys()
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], rtol=1e-4, atol=1e-6)
+
+
 def test_resuming_a_finished_grpo_run_logs_nothing_again(sft_run, tmp_path):
     cfg = tiny(sft_run, steps=2)
     first = grpo_train(cfg, tmp_path / "run", progress=False)

@@ -151,6 +151,18 @@ def test_step_k_takes_items_k_times_b_and_ranks_split_it():
         assert not mask[lo:hi, w:].any()
 
 
+def test_data_offset_skips_items_of_every_stream():
+    """``SFTConfig.data_offset``: a continuation's step k reads the items after those it skipped."""
+    tok, split = Tokenizer(), small_split()
+    streams = {n: HLSM(support=split.train[n], seed=3, stream=f"sft:{n}") for n in ("sft", "atoms")}
+    counts = {"sft": 6, "atoms": 6}
+    later = local_batch(streams, counts, 7, 0, 12, tok, 96)
+    skipped = local_batch(streams, counts, 2, 0, 12, tok, 96, skip=5 * 6)
+    assert all(torch.equal(u, v) for u, v in zip(later, skipped))
+    with pytest.raises(ValueError, match="SFTConfig.data_offset"):
+        tiny_cfg(data_offset=-1).validate()
+
+
 def test_length_grouped_micro_batches_give_the_whole_batch_gradient():
     tok, split = Tokenizer(), small_split()
     streams = {n: HLSM(support=split.train[n], seed=0) for n in ("sft", "atoms")}

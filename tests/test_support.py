@@ -21,6 +21,7 @@ def sample_items(support, n=300, seed=0):
         hlsm.compositional_split(depth=3),
         hlsm.compositional_split(depth=2, partition_seed=3, deeper=(3, 4)),
         hlsm.compositional_split(depth=3, sft_missing=("sort_asc", "riffle"), sft_depths=(1, 2, 3)),
+        hlsm.compositional_split(depth=3, heldout=(850, 1000), validation=(750, 850)),
         hlsm.heldout_split(("sort_asc", "riffle")),
         hlsm.heldout_split(("concat",), depth=2),
     ],
@@ -212,6 +213,18 @@ def test_compositional_split_ranges_must_be_disjoint(kw):
         hlsm.compositional_split(**kw)
     with pytest.raises(ValueError, match="overlap"):
         hlsm.heldout_split(("sort_asc",), rl=(0, 600), test=(500, 1000))
+
+
+def test_validation_compositions_are_apart_from_training_and_from_unseen():
+    """Hyperparameters chosen on ``validation`` are never chosen on a test (``unseen``) composition."""
+    with pytest.raises(ValueError, match="validation=.*overlap"):
+        hlsm.compositional_split(validation=(700, 800))
+    s = hlsm.compositional_split(depth=2, heldout=(850, 1000), validation=(750, 850), skills=SMALL["skills"])
+    assert "validation" in s.unseen and "validation" not in hlsm.compositional_split(depth=2).eval
+    val = {comp for _, comp in sample_items(s.eval["validation"], 400)}
+    test = {comp for _, comp in sample_items(s.eval["unseen"], 400)}
+    assert val and test and not val & test
+    assert not any(t.contains(c) for t in s.train.values() for c in val)
 
 
 def test_cli_refuses_overlapping_ranges(tmp_path, capsys):

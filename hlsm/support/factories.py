@@ -29,6 +29,7 @@ from hlsm.names import (
     UNSEEN,
     UNSEEN_COVERED,
     UNSEEN_MISSING,
+    VALIDATION,
 )
 from hlsm.rng import N_BUCKETS
 from hlsm.support.set import Support
@@ -108,6 +109,7 @@ def compositional_split(
     alphabet: str = "abcdef",
     sft_depths: tuple[int, ...] = (),
     sft_missing: tuple[str, ...] = (),
+    validation: tuple[int, int] | None = None,
 ) -> Split:
     """Seen vs unseen compositions at L = depth, RL inside vs beyond SFT, atoms vs compounds.
 
@@ -124,9 +126,12 @@ def compositional_split(
     ``sft`` support less every composition that uses one of them, so they never appear, not even as
     atoms) and the evaluation supports ``unseen_missing`` / ``unseen_covered`` (the ``unseen``
     compositions that use one of them / none); every other support is unchanged, item for item.
+    ``validation`` (a fourth bucket range, disjoint from the other three) adds the evaluation support
+    ``validation``: compositions at L = depth that no training support holds and that ``unseen`` does
+    not hold either, so hyperparameters chosen on it are never chosen on the test compositions.
     """
     _check_deeper(deeper, depth)
-    _check_ranges(sft=sft, rl=rl, heldout=heldout)
+    _check_ranges(sft=sft, rl=rl, heldout=heldout, **({"validation": validation} if validation else {}))
     sft_depths = _sft_depths(sft_depths, depth)
     sft_missing = name_tuple(sft_missing, "sft_missing")
     common = dict(
@@ -153,6 +158,8 @@ def compositional_split(
     }
     if deeper:
         evals[DEEPER] = Support(depths=tuple(deeper), **eval_in)
+    if validation:
+        evals[VALIDATION] = Support(depths=(depth,), buckets=tuple(validation), **eval_in)
     if sft_missing:
         kept_skills, kept_routings = _kept_modules(sft_missing, tuple(skills), tuple(routings), "sft_missing")
         kept = dict(skills=kept_skills, routings=kept_routings)
@@ -163,7 +170,8 @@ def compositional_split(
         name=f"compositional-L{depth}-p{partition_seed}" + (f"-missing-{'-'.join(sft_missing)}" if sft_missing else ""),
         train=train,
         eval=evals,
-        unseen=(UNSEEN, UNSEEN_MISSING, UNSEEN_COVERED) if sft_missing else (UNSEEN,),
+        unseen=(UNSEEN, *((UNSEEN_MISSING, UNSEEN_COVERED) if sft_missing else ()),
+                *((VALIDATION,) if validation else ())),
         description=compositional_split.__doc__.split("\n")[0],
     )
 
