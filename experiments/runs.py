@@ -141,11 +141,13 @@ def run_all(jobs: list[tuple[str, object]], root="runs", workers: int = 0,
 
 
 def posthoc_eval(run: Path, split_spec: dict, supports: tuple[str, ...], n: int, seed: int,
-                 by: tuple[str, ...] = ("all", "depth"), threads: int = 1) -> list[dict]:
+                 by: tuple[str, ...] = ("all", "depth"), threads: int = 1, samples: int = 0) -> list[dict]:
     """Evaluate a finished run's policy on supports of another split spec (e.g. more depths).
 
     Cached in the run directory by a hash of the arguments, so figures re-read instead of
     re-scoring. The items are those of ``hlsm.evaluate.evaluate`` with the same seed and n.
+    ``samples`` > 0 also draws that many completions per item at T = 1: columns ``pass@1`` (the
+    mean sampled accuracy) and ``pass@<samples>``.
     """
     import csv
 
@@ -156,7 +158,7 @@ def posthoc_eval(run: Path, split_spec: dict, supports: tuple[str, ...], n: int,
     from hlsm.sft import make_split
 
     key = config_key("posthoc", {"split": split_spec, "supports": list(supports), "n": n, "seed": seed,
-                                 "by": list(by), "code": code_version()})
+                                 "by": list(by), "code": code_version(), **({"samples": samples} if samples else {})})
     path = Path(run) / f"posthoc-{key}.csv"
     if path.exists():
         with open(path) as f:
@@ -169,7 +171,8 @@ def posthoc_eval(run: Path, split_spec: dict, supports: tuple[str, ...], n: int,
         sft = read_config(cfg["init"])
         fmt, gran = sft.get("fmt", "values"), sft.get("granularity", 1)
     model, _ = load_policy(run)
-    rows = evaluate(model, make_split(split_spec), supports, n=n, seed=seed, fmt=fmt, granularity=gran, by=by)
+    rows = evaluate(model, make_split(split_spec), supports, n=n, seed=seed, fmt=fmt, granularity=gran, by=by,
+                    samples=samples, pass_k=(1, samples) if samples else ())
     tmp = path.with_suffix(f".{os.getpid()}.tmp")  # two processes may evaluate the same run
     write_csv(rows, tmp)
     os.replace(tmp, path)

@@ -1,0 +1,334 @@
+"""The fair test (issue 30): every RL arm beside four references, all from the same plateaued base.
+
+    python -m experiments.fair --stage plateau [--splits 0 1] [--seeds 0]   # bases until the plateau rule holds
+    python -m experiments.fair --stage grid                                  # each arm's lr, on validation
+    python -m experiments.fair --stage table [--splits 0 1] [--seeds 0 1 2]  # Table 1 at the chosen rates
+
+Per (partition, seed) unit, in the chosen regime (``experiments.regime.CHOSEN``) with a validation
+support carved out of the held-out compositions (``VALIDATION_BUCKETS``; ``unseen`` keeps the rest
+and is the test):
+
+1. **A base at its plateau** (``PLATEAU``, fixed before any run): the regime's SFT base, then blocks
+   of continued SFT at the schedule's final learning rate on fresh items of the base's own mix
+   (``SFTConfig.data_offset``), until greedy accuracy on ``seen`` *and* on ``validation`` (512 items
+   each, the same items every time) gains < 1 point over at least the last fifth of all updates.
+   The test support never decides anything. A unit that misses it by the last block is reported
+   and left out of the claim rows.
+2. **Arms** from that base, 300 updates each, greedy validation / unseen curves every 50:
+   ``grpo`` (RL on compounds beyond SFT) and ``grpo_atoms`` (RL on atoms); for each, its *labelled
+   control* (``hlsm.control.labelled_control``: golden completions of the same prompts) and its
+   *RFT control* (``hlsm.control.rft_control``: the same samples, trained only on the correct
+   ones); and ``more_sft`` (the base's own mix continued for the same updates and batch size).
+3. **Learning rate per arm, chosen on validation** (``--stage grid``): each arm at every rate of
+   ``LRS`` (warmup ``WARMUP`` updates, then constant) on the ``GRID_UNITS``; the chosen rate
+   maximizes the validation score (mean of greedy and T = 1 accuracy at the last step), averaged
+   over those units; ties go to the smaller rate. The whole grid is written out.
+4. **Table 1** (``--stage table``): every unit's base and arms at their chosen rates, scored on
+   unseen L_train (the test compositions) and L_train + 1, + 2: greedy, T = 1 (mean over 8 samples)
+   and pass@8, with each RL arm's paired difference against each of its references.
+
+Runs are cached (``experiments.runs``) and resume after a kill; outputs are ``fair_*.{csv,json,md}``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from experiments import regime
+from experiments.engine import base_config, grpo_config, parallel
+from experiments.report import figure_parser, mean_ci, output_dir, paired, provenance, write_csv, write_json
+from experiments.runs import posthoc_eval, run_all
+from hlsm.checkpoint import read_config, read_metrics
+from hlsm.control import labelled_control, rft_control
+from hlsm.names import DEEPER, RL, RL_ATOMS, SEEN, UNSEEN, VALIDATION
+from hlsm.sft import SFTConfig
+
+# Fixed before any run (issue 30); never loosened after looking.
+PLATEAU = {
+    "gain_max": 0.01,  # seen and validation accuracy each gain < this ...
+    "window": 0.2,  # ... over at least this fraction of all updates (the last fifth)
+    "n": 512,  # items per support, greedy, the same items at every check
+}
+LRS = (1e-5, 3e-5, 1e-4, 3e-4)  # the grid every arm is tuned on
+WARMUP = 10  # updates of linear warmup before each arm's constant rate
+SAMPLES = 8  # sampled completions per item at T = 1: "T = 1" accuracy is their mean, and pass@8
+VALIDATION_BUCKETS = (300, 400)  # of the regime's held-out range [300, 1000); unseen (the test) keeps the rest
+GRID_UNITS = ((0, 0), (1, 0))  # (partition, seed) units the learning rates are chosen on
+RL_ARMS = {"grpo": RL, "grpo_atoms": RL_ATOMS}  # GRPO arm -> its RL support
+# arm -> (kind, the GRPO arm it mirrors): grpo | rft | control (labelled) | more_sft
+ARMS = {"grpo": ("grpo", "grpo"), "grpo_atoms": ("grpo", "grpo_atoms"),
+        "rft": ("rft", "grpo"), "rft_atoms": ("rft", "grpo_atoms"),
+        "control": ("control", "grpo"), "control_atoms": ("control", "grpo_atoms"),
+        "more_sft": ("more_sft", "grpo")}
+REFERENCES = {"grpo": ("base", "more_sft", "control", "rft"),
+              "grpo_atoms": ("base", "more_sft", "control_atoms", "rft_atoms")}
+
+PRESETS = {
+    # seconds: the pipeline on the regime's smoke sizes (what the tests run; it learns nothing)
+    "tiny": dict(regime="smoke", block=20, block_lr=3e-4, max_blocks=2, steps=4, eval_every=2, lrs=(1e-4, 1e-3),
+                 n_plateau=16, n_val=16, n_test=16, n_deeper=32),
+    # the chosen regime: 3,000-update bases, blocks of 1,000 at the schedule's final rate (1e-4),
+    # the paper's 300 RL steps
+    "cpu": dict(regime="cpu", block=1000, block_lr=1e-4, max_blocks=6, steps=300, eval_every=50, lrs=LRS,
+                n_plateau=PLATEAU["n"], n_val=256, n_test=512, n_deeper=1024),
+}
+
+
+def split_spec(preset: str, partition: int) -> dict:
+    """The chosen regime's split with ``validation`` carved out of its held-out range."""
+    spec = regime.split_spec(PRESETS[preset]["regime"], regime.CHOSEN, partition)
+    lo, hi = spec["heldout"]
+    if not lo <= VALIDATION_BUCKETS[0] < VALIDATION_BUCKETS[1] < hi:
+        raise ValueError(f"VALIDATION_BUCKETS {VALIDATION_BUCKETS} must lie inside the held-out range {lo, hi}")
+    return dict(spec, validation=list(VALIDATION_BUCKETS), heldout=[VALIDATION_BUCKETS[1], hi])
+
+
+def base(preset: str, unit: tuple) -> SFTConfig:
+    """The unit's SFT base: the regime's, on the split with a validation support."""
+    p = regime.study_preset(PRESETS[preset]["regime"], regime.CHOSEN)
+    return base_config(p["sft"], split_spec(preset, unit[0]), unit[1])
+
+
+def block(preset: str, start: SFTConfig, init: Path, offset: int) -> SFTConfig:
+    """One block of continued SFT from ``init``: the base's mix on items it never read, constant rate."""
+    p = PRESETS[preset]
+    return SFTConfig.from_dict(dict(
+        start.to_dict(), init=str(init), steps=p["block"], lr=p["block_lr"], warmup_steps=0, min_lr_ratio=1.0,
+        data_offset=offset, eval_supports=[SEEN, VALIDATION], eval_every=0, eval_n=p["n_plateau"],
+        ckpt_every=max(1, p["block"] // 4)))
+
+
+def plateau_gain(checks: list[dict], window: float = PLATEAU["window"]) -> dict:
+    """Each support's gain from the last check at or before (1 - window) x the updates so far to now.
+
+    ``checks``: [{"updates": u, SEEN: acc, VALIDATION: acc}] in training order."""
+    now = checks[-1]
+    before = [c for c in checks[:-1] if c["updates"] <= (1 - window) * now["updates"]]
+    if not before:
+        return {SEEN: float("nan"), VALIDATION: float("nan")}
+    ref = before[-1]
+    return {k: now[k] - ref[k] for k in (SEEN, VALIDATION)}
+
+
+def at_plateau(gain: dict) -> bool:
+    return all(g == g and g < PLATEAU["gain_max"] for g in gain.values())
+
+
+def _check(run: Path, split: dict, n: int, seed: int) -> dict:
+    return {r["support"]: float(r["answer"])
+            for r in posthoc_eval(run, split, (SEEN, VALIDATION), n, seed, by=("all",))}
+
+
+def plateau_bases(preset: str, units: list, runs: str, workers: int = 0) -> dict:
+    """unit -> the plateau record: its chain of run directories, the checks, the gains, at_plateau.
+
+    Units train side by side (one process each): the bases, then round by round one more block
+    for every unit whose last check did not meet ``PLATEAU``, up to the preset's ``max_blocks``.
+    """
+    p = PRESETS[preset]
+    cfgs = {u: base(preset, u) for u in units}
+    state = {u: {"chain": [d], "configs": [cfgs[u]]} for u, d in zip(units, run_all(
+        [("sft", cfgs[u]) for u in units], runs, workers))}
+    for r in range(p["max_blocks"] + 1):
+        for u in units:
+            s = state[u]
+            done = sum(c.steps for c in s["configs"])
+            if len(s.get("checks", [])) < len(s["chain"]):
+                split = split_spec(preset, u[0])
+                s["checks"] = [{"updates": sum(c.steps for c in s["configs"][: i + 1]),
+                                **_check(d, split, p["n_plateau"], u[1])} for i, d in enumerate(s["chain"])]
+            s["gain"] = plateau_gain(s["checks"])
+            s["at_plateau"] = at_plateau(s["gain"])
+            s["updates"], s["offset"] = done, sum(c.steps * c.batch_size for c in s["configs"])
+            c = s["checks"][-1]
+            print(f"plateau: unit {u}: {done} updates, seen {100 * c[SEEN]:.1f} validation {100 * c[VALIDATION]:.1f}, "
+                  f"gain {100 * s['gain'][SEEN]:+.1f} / {100 * s['gain'][VALIDATION]:+.1f} points, "
+                  f"at plateau {s['at_plateau']}", flush=True)
+        todo = [u for u in units if not state[u]["at_plateau"]]
+        if r == p["max_blocks"] or not todo:
+            break
+        nxt = {u: block(preset, cfgs[u], state[u]["chain"][-1], state[u]["offset"]) for u in todo}
+        for u, d in zip(todo, run_all([("sft", nxt[u]) for u in todo], runs, workers)):
+            state[u]["chain"].append(d)
+            state[u]["configs"].append(nxt[u])
+    return state
+
+
+def arm_config(preset: str, arm: str, lr: float, unit: tuple, plateau: dict) -> tuple[str, object]:
+    """(run kind, config) of ``arm`` at rate ``lr`` from the unit's plateau base."""
+    p, kind_of = PRESETS[preset], ARMS[arm]
+    kind, mirrors = kind_of
+    init = str(plateau["chain"][-1])
+    rp = regime.study_preset(p["regime"], regime.CHOSEN)
+    g = grpo_config(dict(rp["grpo"], rl_support=RL_ARMS[mirrors], lr=lr, warmup_steps=WARMUP, steps=p["steps"],
+                         eval_every=p["eval_every"], eval_supports=(VALIDATION, UNSEEN), eval_n=p["n_val"],
+                         ckpt_every=p["eval_every"]), unit[1])
+    g.init = init
+    if kind == "grpo":
+        return "grpo", g
+    if kind == "rft":
+        return "grpo", rft_control(g)
+    if kind == "control":
+        return "sft", labelled_control(g)
+    # more SFT: the labelled control's shape (same updates, batch, rates) on the base's own mix, fresh items
+    c = labelled_control(g)
+    start = plateau["configs"][0]
+    return "sft", SFTConfig.from_dict(dict(c.to_dict(), train_supports=start.train_supports,
+                                           data_offset=plateau["offset"]))
+
+
+def curve(run: Path) -> dict:
+    """step -> {support: greedy accuracy} of a run's in-run evaluations (every ``eval_every``)."""
+    out = {}
+    for m in read_metrics(run):
+        accs = {k[5:]: v for k, v in m.items() if k.startswith("eval/")}
+        if accs:
+            out[m["step"]] = accs
+    return out
+
+
+def rl_stats(run: Path) -> dict:
+    """First-step reward (p0 on the arm's prompts), last-10-step reward and tied-group fraction."""
+    ms = [m for m in read_metrics(run) if "reward_mean" in m]
+    if not ms:
+        return {}
+    last = ms[-10:]
+    return {"p0": ms[0]["reward_mean"], "reward_last": sum(m["reward_mean"] for m in last) / len(last),
+            "tied": sum(m["zero_std_frac"] for m in ms) / len(ms), "rl_steps": len(ms)}
+
+
+def scores(run: Path, split: dict, supports: tuple, n: int, seed: int, by: tuple) -> list[dict]:
+    """Greedy, T = 1 and pass@8 rows of a finished run (post hoc, cached in the run directory)."""
+    return posthoc_eval(run, split, supports, n, seed, by=by, samples=SAMPLES)
+
+
+def val_score(run: Path, split: dict, n: int, seed: int) -> dict:
+    r = scores(run, split, (VALIDATION,), n, seed, ("all",))[0]
+    g, t = float(r["answer"]), float(r["pass@1"])
+    return {"val_greedy": g, "val_t1": t, "val_score": (g + t) / 2}
+
+
+def grid(preset: str, units, runs: str, workers: int = 0) -> tuple[list[dict], dict, dict]:
+    """(one row per unit x arm x rate, arm -> chosen rate, the units' plateau records)."""
+    p = PRESETS[preset]
+    plateaus = plateau_bases(preset, list(units), runs, workers)
+    jobs = [(u, arm, lr) for u in units for arm in ARMS for lr in p["lrs"]]
+    dirs = run_all([arm_config(preset, arm, lr, u, plateaus[u]) for u, arm, lr in jobs], runs, workers)
+    vals = parallel(val_score, [(d, split_spec(preset, u[0]), p["n_val"], u[1]) for d, (u, _, _) in zip(dirs, jobs)],
+                    workers)
+    rows = [{"split": u[0], "seed": u[1], "arm": arm, "lr": lr, "run": d.name, **v, **rl_stats(d),
+             "curve": json.dumps(curve(d))} for d, (u, arm, lr), v in zip(dirs, jobs, vals)]
+    chosen = {}
+    for arm in ARMS:
+        mean = {lr: mean_ci([r["val_score"] for r in rows if r["arm"] == arm and r["lr"] == lr])[0]
+                for lr in p["lrs"]}
+        chosen[arm] = max(p["lrs"], key=lambda lr: (mean[lr], -lr))
+    return rows, chosen, plateaus
+
+
+def unit_row(preset: str, unit: tuple, name: str, run: Path) -> dict:
+    """A unit's row for one run: test accuracy (greedy, T = 1, pass@8) on unseen L_train and deeper."""
+    p, split = PRESETS[preset], split_spec(preset, unit[0])
+    depth = split["depth"]
+    row = {"split": unit[0], "seed": unit[1], "condition": name, "run": Path(run).name}
+    got = [(f"L{depth}", r) for r in scores(run, split, (UNSEEN,), p["n_test"], unit[1], ("all",))]
+    got += [(f"L{r['group']}", r) for r in scores(run, split, (DEEPER,), p["n_deeper"], unit[1], ("depth",))]
+    for key, r in got:
+        row.update({f"greedy/{key}": float(r["answer"]), f"t1/{key}": float(r["pass@1"]),
+                    f"pass{SAMPLES}/{key}": float(r[f"pass@{SAMPLES}"])})
+    return row
+
+
+def table(rows: list[dict], depth: int) -> tuple[list[dict], str]:
+    """Mean ± 95% t over units per condition, and each RL arm minus each reference (paired)."""
+    keys = [f"{m}/L{d}" for m in ("greedy", "t1") for d in (depth, depth + 1, depth + 2)]
+    pm = lambda m, h, sign="": "—" if m != m else f"{100 * m:{sign}.1f} ± " + ("nan" if h != h else f"{100 * h:.1f}")
+    head = " | ".join(keys)
+    lines = [f"| condition | n | {head} |", "|---|---|" + "---|" * len(keys)]
+    out = []
+    for cond in ("base", *ARMS):
+        vals = [mean_ci([r.get(k) for r in rows if r["condition"] == cond]) for k in keys]
+        if not vals[0][2]:
+            continue
+        out.append({"condition": cond, "n": vals[0][2], **{k: m for k, (m, _, _) in zip(keys, vals)},
+                    **{f"{k} ci95": h for k, (_, h, _) in zip(keys, vals)}})
+        lines.append(f"| `{cond}` | {vals[0][2]} | " + " | ".join(pm(m, h) for m, h, _ in vals) + " |")
+    lines += ["", f"| paired difference | n | {head} |", "|---|---|" + "---|" * len(keys)]
+    for arm, refs in REFERENCES.items():
+        for ref in refs:
+            diffs = [paired(rows, arm, ref, k) for k in keys]
+            if not diffs[0][2]:
+                continue
+            out.append({"condition": f"{arm} - {ref}", "n": diffs[0][2], **{k: m for k, (m, _, _) in zip(keys, diffs)},
+                        **{f"{k} ci95": h for k, (_, h, _) in zip(keys, diffs)}})
+            lines.append(f"| `{arm}` − `{ref}` | {diffs[0][2]} | " + " | ".join(pm(m, h, "+") for m, h, _ in diffs)
+                         + " |")
+    lines.append(f"\nAccuracy in %, mean ± 95% t-interval over units at plateau; greedy = greedy decoding, t1 = "
+                 f"mean over {SAMPLES} samples at T = 1; L{depth} = the unseen (test) compositions; differences "
+                 f"paired within units.")
+    return out, "\n".join(lines) + "\n"
+
+
+def plateau_rows(state: dict) -> list[dict]:
+    return [{"split": u[0], "seed": u[1], "blocks": len(s["chain"]) - 1, "updates": s["updates"],
+             "at_plateau": s["at_plateau"], "gain_seen": s["gain"][SEEN], "gain_validation": s["gain"][VALIDATION],
+             "checks": json.dumps(s["checks"]), "base": s["chain"][-1].name} for u, s in state.items()]
+
+
+def main(argv=None) -> int:
+    ap = figure_parser("python -m experiments.fair", __doc__, PRESETS)
+    ap.add_argument("--stage", choices=("plateau", "grid", "table"), default="table",
+                    help="plateau: the bases only; grid: each arm's rate on GRID_UNITS; table: Table 1 "
+                         "(reads the grid's choice from --out, or runs the grid first)")
+    a = ap.parse_args(argv)
+    out, t0 = output_dir(a.out, a.preset), time.time()
+    units = [(sp, s) for sp in a.splits for s in a.seeds]
+    meta = {"study": vars(a), "plateau_rule": PLATEAU, "lrs": PRESETS[a.preset]["lrs"], "warmup": WARMUP,
+            "preset": PRESETS[a.preset], "grid_units": GRID_UNITS, "validation_buckets": VALIDATION_BUCKETS,
+            "provenance": provenance()}
+    if a.stage == "plateau":
+        state = plateau_bases(a.preset, units, a.runs, a.workers)
+        write_csv(plateau_rows(state), out / "fair_plateau.csv")
+        for r in plateau_rows(state):
+            print(f"unit {r['split']},{r['seed']}: {r['updates']} updates, at plateau {r['at_plateau']} "
+                  f"(gain seen {100 * r['gain_seen']:+.1f}, validation {100 * r['gain_validation']:+.1f} points)")
+        write_json({**meta, "wall_s": time.time() - t0}, out / "fair_plateau.json")
+        return 0
+    grid_file = out / "fair_grid.json"
+    if a.stage == "grid" or not grid_file.exists():
+        rows, chosen, state = grid(a.preset, GRID_UNITS if a.preset == "cpu" else units[:2], a.runs, a.workers)
+        write_csv(plateau_rows(state), out / "fair_grid_plateau.csv")
+        write_csv(rows, out / "fair_grid.csv")
+        write_json({**meta, "chosen": chosen, "wall_s": time.time() - t0}, grid_file)
+        print("chosen rates (validation):", json.dumps(chosen))
+        if a.stage == "grid":
+            return 0
+    chosen = json.loads(grid_file.read_text())["chosen"]
+    state = plateau_bases(a.preset, units, a.runs, a.workers)
+    jobs = [(u, arm) for u in units for arm in ARMS]
+    dirs = run_all([arm_config(a.preset, arm, chosen[arm], u, state[u]) for u, arm in jobs], a.runs, a.workers)
+    runs = [(u, "base", state[u]["chain"][-1]) for u in units] + [(u, arm, d) for (u, arm), d in zip(jobs, dirs)]
+    rows = parallel(unit_row, [(a.preset, u, name, d) for u, name, d in runs], a.workers)
+    for r, (u, name, d) in zip(rows, runs):
+        r.update({"at_plateau": state[u]["at_plateau"], "lr": chosen.get(name), **rl_stats(d)})
+        if name != "base":
+            r["curve"] = json.dumps(curve(d))
+    depth = split_spec(a.preset, units[0][0])["depth"]
+    summary, md = table([r for r in rows if r["at_plateau"]], depth)
+    write_csv(plateau_rows(state), out / "fair_plateau.csv")
+    write_csv(rows, out / "fair.csv")
+    write_csv(summary, out / "fair_summary.csv")
+    (out / "fair_table1.md").write_text(md)
+    write_json({**meta, "chosen": chosen, "configs_of_first_unit": {
+        arm: read_config(d) for (u, arm), d in zip(jobs, dirs) if u == units[0]}, "wall_s": time.time() - t0},
+        out / "fair.json")
+    print(md)
+    print(f"units at plateau: {sum(s['at_plateau'] for s in state.values())} / {len(units)}; "
+          f"wall {time.time() - t0:.0f} s -> {out / 'fair.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
