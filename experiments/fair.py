@@ -220,12 +220,16 @@ def grid(preset: str, units, runs: str, workers: int = 0) -> tuple[list[dict], d
                     workers)
     rows = [{"split": u[0], "seed": u[1], "arm": arm, "lr": lr, "run": d.name, **v, **rl_stats(d),
              "curve": json.dumps(curve(d))} for d, (u, arm, lr), v in zip(dirs, jobs, vals)]
+    return rows, choose_rates(rows, p["lrs"]), plateaus
+
+
+def choose_rates(rows: list[dict], lrs) -> dict:
+    """arm -> the rate of ``lrs`` with the highest validation score averaged over units (ties: the smaller)."""
     chosen = {}
-    for arm in ARMS:
-        mean = {lr: mean_ci([r["val_score"] for r in rows if r["arm"] == arm and r["lr"] == lr])[0]
-                for lr in p["lrs"]}
-        chosen[arm] = max(p["lrs"], key=lambda lr: (mean[lr], -lr))
-    return rows, chosen, plateaus
+    for arm in dict.fromkeys(r["arm"] for r in rows):
+        mean = {lr: mean_ci([r["val_score"] for r in rows if r["arm"] == arm and r["lr"] == lr])[0] for lr in lrs}
+        chosen[arm] = max(lrs, key=lambda lr: (mean[lr] if mean[lr] == mean[lr] else -1.0, -lr))
+    return chosen
 
 
 def unit_row(preset: str, unit: tuple, name: str, run: Path) -> dict:
