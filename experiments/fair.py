@@ -275,6 +275,84 @@ def table(rows: list[dict], depth: int) -> tuple[list[dict], str]:
     return out, "\n".join(lines) + "\n"
 
 
+COLORS = {"base": "0.55", "more_sft": "0.3", "grpo": "tab:blue", "rft": "tab:cyan", "control": "tab:green",
+          "grpo_atoms": "tab:orange", "rft_atoms": "gold", "control_atoms": "tab:olive"}
+
+
+def plot_grid(rows: list[dict], chosen: dict, lrs, stem: Path) -> None:
+    """Left: each arm's validation score by learning rate (mean over units; dots: units; ring: chosen).
+    Right: each arm's greedy validation accuracy along training at its chosen rate (mean over units)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from experiments.report import save_figure
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.4))
+    for arm in ARMS:
+        sel = [r for r in rows if r["arm"] == arm]
+        means = [mean_ci([r["val_score"] for r in sel if r["lr"] == lr])[0] for lr in lrs]
+        a.plot(lrs, [100 * m for m in means], marker="o", color=COLORS[arm], label=arm)
+        a.scatter([r["lr"] for r in sel], [100 * r["val_score"] for r in sel], s=8, color=COLORS[arm], alpha=0.5)
+        a.scatter([chosen[arm]], [100 * means[list(lrs).index(chosen[arm])]], s=140, facecolors="none",
+                  edgecolors=COLORS[arm], linewidths=1.5)
+        curves = [json.loads(r["curve"]) if isinstance(r["curve"], str) else r["curve"]
+                  for r in sel if r["lr"] == chosen[arm]]
+        steps = sorted({int(k) for c in curves for k in c})
+        ys = [mean_ci([c.get(str(k), c.get(k, {})).get(VALIDATION) for c in curves])[0] for k in steps]
+        b.plot(steps, [100 * y for y in ys], marker=".", color=COLORS[arm], label=f"{arm} (lr {chosen[arm]:g})")
+    a.set_xscale("log")
+    a.set_xlabel("learning rate (10 warmup updates, then constant)")
+    a.set_ylabel("validation score, % ((greedy + T=1) / 2)")
+    a.set_title("each arm's rate, chosen on validation (ring)", fontsize=9)
+    a.legend(fontsize=7, ncol=2)
+    b.set_xlabel("updates from the plateau base")
+    b.set_ylabel("greedy accuracy on validation compositions, %")
+    b.set_title("validation curves at the chosen rates", fontsize=9)
+    b.legend(fontsize=7, ncol=2)
+    n = len({(r["split"], r["seed"]) for r in rows})
+    fig.suptitle(f"Fair test, learning-rate grid: {n} units (mean; dots are units, no interval with 2)", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, stem)
+    plt.close(fig)
+
+
+def plot_table(summary: list[dict], depth: int, stem: Path) -> None:
+    """Accuracy by depth per condition (greedy and T = 1), 95% intervals, the paper's L = 4 beside."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from experiments.fig1 import PAPER_TABLE1
+    from experiments.report import save_figure
+
+    conds = [s for s in summary if s["condition"] in COLORS]
+    paper = {"base": PAPER_TABLE1["sft"], "grpo_atoms": PAPER_TABLE1["grpo_atoms"], "grpo": PAPER_TABLE1["grpo"]}
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.4), sharey=True)
+    width = 0.8 / max(len(conds), 1)
+    for ax, metric in zip(axes, ("greedy", "t1")):
+        for j, s in enumerate(conds):
+            xs = [i + (j - (len(conds) - 1) / 2) * width for i in range(3)]
+            keys = [f"{metric}/L{d}" for d in (depth, depth + 1, depth + 2)]
+            err = [100 * s[f"{k} ci95"] if s[f"{k} ci95"] == s[f"{k} ci95"] else 0 for k in keys]
+            ax.bar(xs, [100 * s[k] for k in keys], width * 0.95, yerr=err, capsize=2, color=COLORS[s["condition"]],
+                   label=s["condition"])
+            if s["condition"] in paper:
+                ax.scatter([xs[1]], [paper[s["condition"]]], marker="*", s=90, color="k", zorder=3,
+                           label="paper, L = 4" if s["condition"] == "base" else None)
+        ax.set_xticks(range(3), [f"unseen L={depth}", f"L={depth + 1}", f"L={depth + 2}"])
+        ax.set_title("greedy decoding" if metric == "greedy" else "T = 1 (mean of 8 samples)", fontsize=9)
+    axes[0].set_ylabel("accuracy, % (95% t-interval over units)")
+    axes[1].legend(fontsize=7, ncol=2)
+    n = conds[0]["n"] if conds else 0
+    fig.suptitle(f"Fair test, Table 1: {n} units at plateau; the paper's L = 4 (stars) used Llama-3.1-8B", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, stem)
+    plt.close(fig)
+
+
 def plateau_rows(state: dict) -> list[dict]:
     return [{"split": u[0], "seed": u[1], "blocks": len(s["chain"]) - 1, "updates": s["updates"],
              "at_plateau": s["at_plateau"], "gain_seen": s["gain"][SEEN], "gain_validation": s["gain"][VALIDATION],
@@ -305,6 +383,7 @@ def main(argv=None) -> int:
         rows, chosen, state = grid(a.preset, GRID_UNITS if a.preset == "cpu" else units[:2], a.runs, a.workers)
         write_csv(plateau_rows(state), out / "fair_grid_plateau.csv")
         write_csv(rows, out / "fair_grid.csv")
+        plot_grid(rows, chosen, PRESETS[a.preset]["lrs"], out / "fair_grid")
         write_json({**meta, "chosen": chosen, "wall_s": time.time() - t0}, grid_file)
         print("chosen rates (validation):", json.dumps(chosen))
         if a.stage == "grid":
@@ -325,6 +404,7 @@ def main(argv=None) -> int:
     write_csv(rows, out / "fair.csv")
     write_csv(summary, out / "fair_summary.csv")
     (out / "fair_table1.md").write_text(md)
+    plot_table(summary, depth, out / "fair")
     write_json({**meta, "chosen": chosen, "configs_of_first_unit": {
         arm: read_config(d) for (u, arm), d in zip(jobs, dirs) if u == units[0]}, "wall_s": time.time() - t0},
         out / "fair.json")
