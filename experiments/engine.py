@@ -63,6 +63,13 @@ def final_accuracy(run: Path) -> dict[str, float]:
     return {r["support"]: r["answer"] for r in read_csv(Path(run) / "eval.csv") if r["by"] == "all"}
 
 
+def eval_points(run: Path) -> dict[int, dict]:
+    """step -> the metrics record holding a run's in-run evaluation at that step (``eval/<support>`` keys)."""
+    from hlsm.checkpoint import read_metrics
+
+    return {m["step"]: m for m in read_metrics(run) if any(k.startswith("eval/") for k in m)}
+
+
 def deeper_accuracy(run: Path, split: dict, n: int, seed: int) -> dict[int, float]:
     """depth -> greedy accuracy of a finished run on ``n`` items of ``split``'s ``deeper`` support (post
     hoc, cached in the run directory, so every study and figure reads the same numbers)."""

@@ -37,12 +37,14 @@ import time
 from pathlib import Path
 
 from experiments import regime
-from experiments.engine import base_config, grpo_config, parallel
-from experiments.report import figure_parser, mean_ci, output_dir, paired, provenance, write_csv, write_json
+from experiments.engine import base_config, eval_points, final_accuracy, grpo_config, parallel
+from experiments.protocol import grpo_stats
+from experiments.regime import RL_ARMS  # GRPO arm -> its RL support: grpo (compounds beyond SFT), grpo_atoms
+from experiments.report import figure_parser, mean_ci, output_dir, paired, pm, provenance, write_csv, write_json
 from experiments.runs import posthoc_eval, run_all
-from hlsm.checkpoint import read_config, read_metrics
+from hlsm.checkpoint import read_config
 from hlsm.control import labelled_control, rft_control
-from hlsm.names import DEEPER, RL, RL_ATOMS, SEEN, UNSEEN, VALIDATION
+from hlsm.names import DEEPER, SEEN, UNSEEN, VALIDATION
 from hlsm.sft import SFTConfig
 
 # Fixed before any run (issue 30); never loosened after looking.
@@ -56,7 +58,6 @@ WARMUP = 10  # updates of linear warmup before each arm's constant rate
 SAMPLES = 8  # sampled completions per item at T = 1: "T = 1" accuracy is their mean, and pass@8
 VALIDATION_BUCKETS = (300, 400)  # of the regime's held-out range [300, 1000); unseen (the test) keeps the rest
 GRID_UNITS = ((0, 0), (1, 0))  # (partition, seed) units the learning rates are chosen on
-RL_ARMS = {"grpo": RL, "grpo_atoms": RL_ATOMS}  # GRPO arm -> its RL support
 # arm -> (kind, the GRPO arm it mirrors): grpo | rft | control (labelled) | more_sft
 ARMS = {"grpo": ("grpo", "grpo"), "grpo_atoms": ("grpo", "grpo_atoms"),
         "rft": ("rft", "grpo"), "rft_atoms": ("rft", "grpo_atoms"),
@@ -67,11 +68,11 @@ REFERENCES = {"grpo": ("base", "more_sft", "control", "rft"),
 
 PRESETS = {
     # seconds: the pipeline on the regime's smoke sizes (what the tests run; it learns nothing)
-    "tiny": dict(regime="smoke", block=20, block_lr=3e-4, max_blocks=2, steps=4, eval_every=2, lrs=(1e-4, 1e-3),
+    "tiny": dict(regime="smoke", block=20, max_blocks=2, steps=4, eval_every=2, lrs=(1e-4, 1e-3),
                  n_plateau=16, n_val=16, n_test=16, n_deeper=32),
     # the chosen regime: 3,000-update bases, blocks of 1,000 at the schedule's final rate (1e-4),
     # the paper's 300 RL steps
-    "cpu": dict(regime="cpu", block=1000, block_lr=1e-4, max_blocks=6, steps=300, eval_every=50, lrs=LRS,
+    "cpu": dict(regime="cpu", block=1000, max_blocks=6, steps=300, eval_every=50, lrs=LRS,
                 n_plateau=PLATEAU["n"], n_val=256, n_test=512, n_deeper=1024),
 }
 
@@ -92,10 +93,12 @@ def base(preset: str, unit: tuple) -> SFTConfig:
 
 
 def block(preset: str, start: SFTConfig, init: Path, offset: int) -> SFTConfig:
-    """One block of continued SFT from ``init``: the base's mix on items it never read, constant rate."""
+    """One block of continued SFT from ``init``: the base's mix on items it never read, at the base
+    schedule's final rate, constant."""
     p = PRESETS[preset]
     return SFTConfig.from_dict(dict(
-        start.to_dict(), init=str(init), steps=p["block"], lr=p["block_lr"], warmup_steps=0, min_lr_ratio=1.0,
+        start.to_dict(), init=str(init), steps=p["block"], lr=round(start.lr * start.min_lr_ratio, 12), warmup_steps=0,
+        min_lr_ratio=1.0,
         data_offset=offset, eval_supports=[SEEN, VALIDATION], eval_every=0, eval_n=p["n_plateau"],
         ckpt_every=max(1, p["block"] // 4)))
 
@@ -105,7 +108,7 @@ def plateau_gain(checks: list[dict], window: float = PLATEAU["window"]) -> dict:
 
     ``checks``: [{"updates": u, SEEN: acc, VALIDATION: acc}] in training order."""
     now = checks[-1]
-    before = [c for c in checks[:-1] if c["updates"] <= (1 - window) * now["updates"]]
+    before = [c for c in checks[:-1] if c["updates"] <= round((1 - window) * now["updates"], 9)]
     if not before:
         return {SEEN: float("nan"), VALIDATION: float("nan")}
     ref = before[-1]
@@ -116,7 +119,11 @@ def at_plateau(gain: dict) -> bool:
     return all(g == g and g < PLATEAU["gain_max"] for g in gain.values())
 
 
-def _check(run: Path, split: dict, n: int, seed: int) -> dict:
+def _check(run: Path, split: dict, n: int, seed: int, first: bool) -> dict:
+    """Seen and validation accuracy of one run of a chain: the base post hoc, a block from its own final
+    evaluation (``block`` scores the same items: n of each, the unit's seed)."""
+    if not first:
+        return {k: v for k, v in final_accuracy(run).items() if k in (SEEN, VALIDATION)}
     return {r["support"]: float(r["answer"])
             for r in posthoc_eval(run, split, (SEEN, VALIDATION), n, seed, by=("all",))}
 
@@ -138,7 +145,7 @@ def plateau_bases(preset: str, units: list, runs: str, workers: int = 0) -> dict
             if len(s.get("checks", [])) < len(s["chain"]):
                 split = split_spec(preset, u[0])
                 s["checks"] = [{"updates": sum(c.steps for c in s["configs"][: i + 1]),
-                                **_check(d, split, p["n_plateau"], u[1])} for i, d in enumerate(s["chain"])]
+                                **_check(d, split, p["n_plateau"], u[1], i == 0)} for i, d in enumerate(s["chain"])]
             s["gain"] = plateau_gain(s["checks"])
             s["at_plateau"] = at_plateau(s["gain"])
             s["updates"], s["offset"] = done, sum(c.steps * c.batch_size for c in s["configs"])
@@ -181,22 +188,7 @@ def arm_config(preset: str, arm: str, lr: float, unit: tuple, plateau: dict) -> 
 
 def curve(run: Path) -> dict:
     """step -> {support: greedy accuracy} of a run's in-run evaluations (every ``eval_every``)."""
-    out = {}
-    for m in read_metrics(run):
-        accs = {k[5:]: v for k, v in m.items() if k.startswith("eval/")}
-        if accs:
-            out[m["step"]] = accs
-    return out
-
-
-def rl_stats(run: Path) -> dict:
-    """First-step reward (p0 on the arm's prompts), last-10-step reward and tied-group fraction."""
-    ms = [m for m in read_metrics(run) if "reward_mean" in m]
-    if not ms:
-        return {}
-    last = ms[-10:]
-    return {"p0": ms[0]["reward_mean"], "reward_last": sum(m["reward_mean"] for m in last) / len(last),
-            "tied": sum(m["zero_std_frac"] for m in ms) / len(ms), "rl_steps": len(ms)}
+    return {step: {k[5:]: v for k, v in m.items() if k.startswith("eval/")} for step, m in eval_points(run).items()}
 
 
 def scores(run: Path, split: dict, supports: tuple, n: int, seed: int, by: tuple) -> list[dict]:
@@ -218,7 +210,7 @@ def grid(preset: str, units, runs: str, workers: int = 0) -> tuple[list[dict], d
     dirs = run_all([arm_config(preset, arm, lr, u, plateaus[u]) for u, arm, lr in jobs], runs, workers)
     vals = parallel(val_score, [(d, split_spec(preset, u[0]), p["n_val"], u[1]) for d, (u, _, _) in zip(dirs, jobs)],
                     workers)
-    rows = [{"split": u[0], "seed": u[1], "arm": arm, "lr": lr, "run": d.name, **v, **rl_stats(d),
+    rows = [{"split": u[0], "seed": u[1], "arm": arm, "lr": lr, "run": d.name, **v, **grpo_stats(d),
              "curve": json.dumps(curve(d))} for d, (u, arm, lr), v in zip(dirs, jobs, vals)]
     return rows, choose_rates(rows, p["lrs"]), plateaus
 
@@ -247,8 +239,7 @@ def unit_row(preset: str, unit: tuple, name: str, run: Path) -> dict:
 
 def table(rows: list[dict], depth: int) -> tuple[list[dict], str]:
     """Mean ± 95% t over units per condition, and each RL arm minus each reference (paired)."""
-    keys = [f"{m}/L{d}" for m in ("greedy", "t1") for d in (depth, depth + 1, depth + 2)]
-    pm = lambda m, h, sign="": "—" if m != m else f"{100 * m:{sign}.1f} ± " + ("nan" if h != h else f"{100 * h:.1f}")
+    keys = [f"{m}/L{d}" for m in ("greedy", "t1", f"pass{SAMPLES}") for d in (depth, depth + 1, depth + 2)]
     head = " | ".join(keys)
     lines = [f"| condition | n | {head} |", "|---|---|" + "---|" * len(keys)]
     out = []
@@ -270,8 +261,8 @@ def table(rows: list[dict], depth: int) -> tuple[list[dict], str]:
             lines.append(f"| `{arm}` − `{ref}` | {diffs[0][2]} | " + " | ".join(pm(m, h, "+") for m, h, _ in diffs)
                          + " |")
     lines.append(f"\nAccuracy in %, mean ± 95% t-interval over units at plateau; greedy = greedy decoding, t1 = "
-                 f"mean over {SAMPLES} samples at T = 1; L{depth} = the unseen (test) compositions; differences "
-                 f"paired within units.")
+                 f"mean over {SAMPLES} samples at T = 1, pass{SAMPLES} = one of them right; L{depth} = the unseen "
+                 f"(test) compositions; differences paired within units.")
     return out, "\n".join(lines) + "\n"
 
 
@@ -395,11 +386,15 @@ def main(argv=None) -> int:
     runs = [(u, "base", state[u]["chain"][-1]) for u in units] + [(u, arm, d) for (u, arm), d in zip(jobs, dirs)]
     rows = parallel(unit_row, [(a.preset, u, name, d) for u, name, d in runs], a.workers)
     for r, (u, name, d) in zip(rows, runs):
-        r.update({"at_plateau": state[u]["at_plateau"], "lr": chosen.get(name), **rl_stats(d)})
+        r.update({"at_plateau": state[u]["at_plateau"], "lr": chosen.get(name), **grpo_stats(d)})
         if name != "base":
             r["curve"] = json.dumps(curve(d))
     depth = split_spec(a.preset, units[0][0])["depth"]
     summary, md = table([r for r in rows if r["at_plateau"]], depth)
+    # the rates were chosen on GRID_UNITS' validation compositions; the other units never took part
+    fresh = [r for r in rows if r["at_plateau"] and (r["split"], r["seed"]) not in GRID_UNITS]
+    if fresh and len(fresh) < len(rows):
+        md += "\n### Units the rates were not chosen on\n\n" + table(fresh, depth)[1]
     write_csv(plateau_rows(state), out / "fair_plateau.csv")
     write_csv(rows, out / "fair.csv")
     write_csv(summary, out / "fair_summary.csv")

@@ -28,6 +28,7 @@ from experiments.report import (
     mean_ci,
     output_dir,
     paired,
+    pm,
     provenance,
     save_figure,
     write_csv,
@@ -100,7 +101,6 @@ def table1(urows: list[dict], depth: int) -> tuple[list[dict], str]:
     ``urows``: one row per unit x condition with ``split``, ``seed``, ``condition`` and ``acc/...``."""
     sets = [(f"acc/{SEEN}", f"seen L={depth}"), (f"acc/{UNSEEN}", f"unseen L={depth}"),
             (f"acc/L{depth + 1}", f"L={depth + 1}"), (f"acc/L{depth + 2}", f"L={depth + 2}")]
-    pm = lambda m, h, sign="": "—" if m != m else f"{100 * m:{sign}.1f} ± " + ("nan" if h != h else f"{100 * h:.1f}")
     out = []
     lines = ["| setting | paper, L=4 | " + " | ".join(n for _, n in sets) + " |", "|---|---|" + "---|" * len(sets)]
     for kind in TABLE1:

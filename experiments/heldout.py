@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from experiments import protocol
-from experiments.engine import base_config, final_accuracy, grpo_config, train_units
+from experiments.engine import base_config, eval_points, final_accuracy, grpo_config, train_units
 from experiments.report import (
     figure_parser,
     grpo_regime,
@@ -46,7 +46,6 @@ from experiments.report import (
     write_csv,
     write_json,
 )
-from hlsm.checkpoint import read_metrics
 from hlsm.control import labelled_control
 from hlsm.names import (
     ATOMS,
@@ -120,11 +119,6 @@ def unit_configs(figure: str, preset: str, split: int, seed: int, replay: bool =
     return out
 
 
-def _eval_points(run: Path) -> dict[int, dict]:
-    """step -> the metrics record holding a run's evaluation at that step."""
-    return {m["step"]: m for m in read_metrics(run) if any(k.startswith("eval/") for k in m)}
-
-
 def run_units(figure: str, preset: str, splits, seeds, runs="runs", workers: int = 0, progress: bool = True,
               replay: bool = False, only: tuple[str, ...] = ()) -> tuple[list[dict], list[dict], list[dict]]:
     """Train (or re-use) one figure's runs (``only``: just these conditions and the base); returns
@@ -138,7 +132,7 @@ def run_units(figure: str, preset: str, splits, seeds, runs="runs", workers: int
     for u in units:
         held = "+".join(split_spec(figure, u[0], preset)["heldout"])
         # step-0 accuracies: a GRPO run's evaluation of the base (the same items every continuation sees)
-        grpo = [_eval_points(dirs[(u, n)]) for n in names if n.startswith("grpo")]
+        grpo = [eval_points(dirs[(u, n)]) for n in names if n.startswith("grpo")]
         start = next((pts[0] for pts in grpo if 0 in pts), {})
         for n in names:
             run = dirs[(u, n)]
@@ -151,7 +145,7 @@ def run_units(figure: str, preset: str, splits, seeds, runs="runs", workers: int
                                **protocol.grpo_stats(run)})
             if n == "sft":
                 continue
-            points = _eval_points(run)
+            points = eval_points(run)
             points.setdefault(0, start)
             for step in sorted(points):
                 for sup in SUPPORTS:

@@ -120,6 +120,12 @@ def grpo_regime(rows: list[dict]) -> list[dict]:
     return out
 
 
+def pm(m: float, h: float, sign: str = "") -> str:
+    """A table cell in %: "mean ± half-width", "—" for no value, "± nan" for one unit (no interval);
+    ``sign="+"`` for a difference."""
+    return "—" if m != m else f"{100 * m:{sign}.1f} ± " + ("nan" if h != h else f"{100 * h:.1f}")
+
+
 def paired(rows: list[dict], cond: str, ref: str, key: str) -> tuple[float, float, int]:
     """Mean and 95% CI over units of ``cond - ref`` on ``key`` (rows: split, seed, condition, key...)."""
     val = {(r["split"], r["seed"], r["condition"]): r[key] for r in rows if r.get(key) is not None}

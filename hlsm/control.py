@@ -17,11 +17,11 @@ control and is refused. A GRPO run that stopped early (``stop_when_dead``: every
 reward 0) took fewer steps than its control: its metrics say so.
 
 The RFT control (rejection-sampling fine-tuning, on policy) is the same run with one change: the
-objective. It draws the same prompts and the same G samples per prompt with the same code and
-sampling noise (step k's generator is a function of (seed, k)), and trains only on the samples
-whose answer is right: the mean NLL over them, no baseline, no negative advantage
-(``hlsm.grpo_loss.rft_advantages``). Against it GRPO's gain is what its baseline and negatives add
-beyond on-policy data.
+objective. It draws GRPO's prompts and G samples per prompt from its own policy with the same code
+and sampling noise (step k's generator is a function of (seed, k); so from the same weights, as at
+step 0, the samples are GRPO's), and trains only on the samples whose answer is right: the mean
+NLL over them, no baseline, no negative advantage (``hlsm.grpo_loss.rft_advantages``). Against it
+GRPO's gain is what its baseline and negatives add beyond on-policy data.
 """
 
 from __future__ import annotations
@@ -83,8 +83,9 @@ def labelled_control(grpo: GRPOConfig, base: SFTConfig | None = None, **override
 
 
 def rft_control(grpo: GRPOConfig) -> GRPOConfig:
-    """``grpo`` with ``objective="rft"``: same prompts, samples, updates and learning rate, trained only
-    on its correct samples. A GRPO config that is already RFT is refused (it is not a GRPO arm)."""
+    """``grpo`` with ``objective="rft"``: the same prompts, sampling code and noise, updates and learning
+    rate, trained only on its correct samples. A config that is already RFT is refused (it is not a GRPO
+    arm), and so is one RFT cannot mirror (``GRPOConfig.validate``: KL, replay, several updates a step)."""
     if grpo.objective == RFT:
         raise ValueError("rft_control: the config is already an RFT run; give the GRPO arm it controls")
     return dataclasses.replace(grpo, objective=RFT).validate()

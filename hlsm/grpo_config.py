@@ -127,9 +127,6 @@ class GRPOConfig:
             bad("replay_fraction", "must be in [0, 16]")
         if self.objective not in OBJECTIVES:
             bad("objective", f"must be one of {', '.join(OBJECTIVES)}")
-        if self.objective == RFT and (self.loss_agg != "seq_mean" or "answer" not in self.rewards):
-            bad("objective", "rft keeps the completions whose answer reward is 1 and averages their NLL: it needs "
-                             "loss_agg 'seq_mean' and an 'answer' reward")
         if self.loss_agg not in LOSS_AGGREGATIONS:
             bad("loss_agg", f"must be one of {', '.join(LOSS_AGGREGATIONS)}")
         if not isinstance(self.rewards, dict) or not self.rewards:
@@ -139,6 +136,13 @@ class GRPOConfig:
                 bad("rewards", f"unknown reward {name!r} (allowed: {', '.join(sorted(REWARDS))})")
             if not isinstance(w, (int, float)) or not math.isfinite(w):
                 bad("rewards", f"weight of {name!r} must be a finite number")
+        # RFT is the mean NLL of the kept completions only with one plain update per rollout: more updates
+        # bring ratios and clipping, a KL or replay term adds loss on other rows
+        if self.objective == RFT and (self.loss_agg != "seq_mean" or "answer" not in self.rewards
+                                      or self.epochs * self.minibatches != 1 or self.beta or self.replay_fraction):
+            bad("objective", "rft (SFT on the correct samples: the mean NLL of the completions whose answer "
+                             "reward is 1) needs loss_agg 'seq_mean', an 'answer' reward, epochs = minibatches = 1, "
+                             "beta = 0 and replay_fraction = 0")
         return self
 
 

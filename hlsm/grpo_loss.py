@@ -49,7 +49,8 @@ def rft_advantages(correct: torch.Tensor, kept_frac: float) -> torch.Tensor:
     so under ``seq_mean`` aggregation (sum over rows / number of rows) these advantages give exactly
     the gradient of the mean NLL over the kept completions: SFT on the policy's own correct samples,
     no baseline and no negative advantage. ``kept_frac`` is the kept fraction of the whole batch (all
-    ranks); none kept gives all zeros (no update).
+    ranks); none kept gives all zeros: a zero gradient (AdamW's momentum still moves the weights, as on
+    a GRPO step whose groups all tie).
     """
     if kept_frac <= 0:
         return torch.zeros_like(correct, dtype=torch.float)

@@ -1,5 +1,6 @@
 """The GRPO trainer: one RL step is a rollout (P prompts x G sampled completions, rewards,
-group-relative advantages) and ``epochs x minibatches`` clipped policy-gradient updates.
+group-relative advantages, or with ``objective="rft"`` those of rejection sampling) and ``epochs x
+minibatches`` clipped policy-gradient updates.
 
     trainer = GRPO(cfg, model, split, fmt, granularity, dist)
     metrics = trainer.step(k)          # RL step k, 0-based; global (all-rank) means
@@ -61,7 +62,7 @@ class Rollout:
     gen: Generation  # the B * G completions (ids, mask, sampler log-probs, lengths, texts)
     reward: torch.Tensor  # (B * G,) combined reward
     per: dict  # reward name -> (B * G,) values
-    adv: torch.Tensor  # (B * G,) group-relative advantages
+    adv: torch.Tensor  # (B * G,) advantages: group-relative, or RFT's (hlsm.grpo_loss.rft_advantages)
 
 
 class GRPO:

@@ -29,13 +29,13 @@ SFT_MISSING = "sft_missing"  # the SFT support without the ``sft_missing`` modul
 SEEN = "seen"  # the SFT compositions
 RL_PROMPTS = "rl_prompts"  # the RL compositions
 UNSEEN = "unseen"  # compositions no training support holds
+VALIDATION = "validation"  # compositions held out of training and of ``unseen``: hyperparameters are chosen here
 DEEPER = "deeper"  # depths beyond L_train
 EVAL_ATOMS = "eval_atoms"  # L = 1 atoms
 EVAL_HELDOUT_ATOMS = "eval_heldout_atoms"  # the held-out modules as L = 1 atoms
 UNSEEN_MISSING = "unseen_missing"  # the unseen compositions that use an ``sft_missing`` module
 UNSEEN_COVERED = "unseen_covered"  # ... and those that use none of them
 SEPARATE = "separate"  # L = 2 chains that use one skill of planted_split's pair beside another skill
-VALIDATION = "validation"  # compositions held out of training and of ``unseen``: hyperparameters are chosen here
 SWAPPED = "swapped"  # the pair in the order training never showed (planted_split)
 
 # --- streams ---------------------------------------------------------------------------------

@@ -60,6 +60,8 @@ class SFTConfig:
     ckpt_every: int = 100  # checkpoint every this many updates and at the end (0: only at the end)
     log_every: int = 10  # write a metrics line every this many updates
     seed: int = 0  # seeds model init, dropout and the data streams
+    # items each training stream skips first: continued SFT reads past what its init saw (an init of S
+    # updates of batch B read fewer than S * B items of any one stream, so S * B is always enough)
     data_offset: int = 0  # items each training stream skips first (continued SFT reads past what its init saw)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     compile: bool = False  # torch.compile the model for training (off on CPU by default)

@@ -341,13 +341,16 @@ def _ddp_worker(rank: int, world: int, port: int, cfg: dict, out: str) -> None:
 
 
 @pytest.mark.slow
-def test_ddp_two_ranks_match_one_process(sft_run, tmp_path):
+@pytest.mark.parametrize("kw", [dict(minibatches=2, replay_fraction=0.5, loss_agg="token_mean"),
+                                dict(objective="rft", prompts_per_step=8, group_size=8)], ids=["grpo", "rft"])
+def test_ddp_two_ranks_match_one_process(sft_run, tmp_path, kw):
     """2 gloo ranks, each sampling its half of the prompts with its rows of the global batch's noise,
     end (to float tolerance) where 1 process with the same global batch ends: same rollouts, same
-    interleaved minibatches, token-mean loss and replay NLL over all ranks' tokens."""
+    interleaved minibatches, token-mean loss and replay NLL over all ranks' tokens; RFT's mean NLL is
+    over the kept completions of all ranks."""
     import torch.multiprocessing as mp
 
-    cfg = tiny(sft_run, steps=2, minibatches=2, ckpt_every=0, replay_fraction=0.5, loss_agg="token_mean")
+    cfg = tiny(sft_run, steps=2, ckpt_every=0, **kw)
     mp.spawn(_ddp_worker, args=(2, free_port(), cfg.to_dict(), str(tmp_path / "ddp")), nprocs=2)
     one = grpo_train(cfg, tmp_path / "one", progress=False).model.state_dict()
     r0, r1 = (torch.load(tmp_path / "ddp" / f"rank{r}.pt") for r in (0, 1))
@@ -451,13 +454,15 @@ def test_rft_control_samples_what_grpo_samples_and_its_update_is_sft_on_the_corr
     from hlsm.grpo import GRPO
     from hlsm.grpo_loss import RFT
 
-    cfg = tiny(sft_run, rewards={"answer": 1.0}, grad_clip=0.0, prompts_per_step=6, steps=3)
+    cfg = tiny(sft_run, rewards={"answer": 1.0}, grad_clip=0.0, prompts_per_step=6, steps=3, micro_batch_size=2)
     rft = rft_control(cfg)
     assert rft.objective == RFT and {**rft.to_dict(), "objective": cfg.objective} == cfg.to_dict()
     with pytest.raises(ValueError, match="already an RFT run"):
         rft_control(rft)
-    with pytest.raises(ValueError, match="GRPOConfig.objective"):
-        tiny(sft_run, objective="rft", rewards={"structure": 1.0}).validate()
+    for bad in (dict(rewards={"structure": 1.0}), dict(loss_agg="token_mean"), dict(epochs=2), dict(minibatches=2),
+                dict(beta=0.05), dict(replay_fraction=0.5)):  # what would make it more than the kept NLL
+        with pytest.raises(ValueError, match="GRPOConfig.objective"):
+            rft_control(tiny(sft_run, **bad))
     model, split, fmt, gran = load_init(cfg.init)
     grpo_t = GRPO(cfg, model, split, fmt, gran)
     rft_t = GRPO(rft, load_init(cfg.init)[0], split, fmt, gran)
