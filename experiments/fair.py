@@ -39,7 +39,7 @@ from pathlib import Path
 from experiments import regime
 from experiments.engine import base_config, eval_points, final_accuracy, grpo_config, parallel
 from experiments.protocol import grpo_stats
-from experiments.regime import RL_ARMS  # GRPO arm -> its RL support: grpo (compounds beyond SFT), grpo_atoms
+from experiments.regime import RL_ARMS, minutes  # RL_ARMS: GRPO arm -> its RL support (compounds beyond SFT, atoms)
 from experiments.report import figure_parser, mean_ci, output_dir, paired, pm, provenance, write_csv, write_json
 from experiments.runs import posthoc_eval, run_all
 from hlsm.checkpoint import read_config
@@ -210,7 +210,8 @@ def grid(preset: str, units, runs: str, workers: int = 0) -> tuple[list[dict], d
     dirs = run_all([arm_config(preset, arm, lr, u, plateaus[u]) for u, arm, lr in jobs], runs, workers)
     vals = parallel(val_score, [(d, split_spec(preset, u[0]), p["n_val"], u[1]) for d, (u, _, _) in zip(dirs, jobs)],
                     workers)
-    rows = [{"split": u[0], "seed": u[1], "arm": arm, "lr": lr, "run": d.name, **v, **grpo_stats(d),
+    rows = [{"split": u[0], "seed": u[1], "arm": arm, "lr": lr, "run": d.name, "minutes": minutes(d), **v,
+             **grpo_stats(d),
              "curve": json.dumps(curve(d))} for d, (u, arm, lr), v in zip(dirs, jobs, vals)]
     return rows, choose_rates(rows, p["lrs"]), plateaus
 
@@ -347,7 +348,8 @@ def plot_table(summary: list[dict], depth: int, stem: Path) -> None:
 def plateau_rows(state: dict) -> list[dict]:
     return [{"split": u[0], "seed": u[1], "blocks": len(s["chain"]) - 1, "updates": s["updates"],
              "at_plateau": s["at_plateau"], "gain_seen": s["gain"][SEEN], "gain_validation": s["gain"][VALIDATION],
-             "checks": json.dumps(s["checks"]), "base": s["chain"][-1].name} for u, s in state.items()]
+             "minutes": sum(minutes(d) for d in s["chain"]), "checks": json.dumps(s["checks"]),
+             "base": s["chain"][-1].name} for u, s in state.items()]
 
 
 def main(argv=None) -> int:
@@ -386,7 +388,8 @@ def main(argv=None) -> int:
     runs = [(u, "base", state[u]["chain"][-1]) for u in units] + [(u, arm, d) for (u, arm), d in zip(jobs, dirs)]
     rows = parallel(unit_row, [(a.preset, u, name, d) for u, name, d in runs], a.workers)
     for r, (u, name, d) in zip(rows, runs):
-        r.update({"at_plateau": state[u]["at_plateau"], "lr": chosen.get(name), **grpo_stats(d)})
+        r.update({"at_plateau": state[u]["at_plateau"], "lr": chosen.get(name), "minutes": minutes(d),
+                  **grpo_stats(d)})
         if name != "base":
             r["curve"] = json.dumps(curve(d))
     depth = split_spec(a.preset, units[0][0])["depth"]
