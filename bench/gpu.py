@@ -31,6 +31,7 @@ so, after timing hlsm.grpo).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
@@ -90,7 +91,8 @@ def run_checks(checks: list[Check], budget: float, logs: Path) -> list[dict]:
             try:
                 rc = proc.wait(timeout=limit)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):  # it may have ended just now
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
                 rc = None
         seconds, text = time.monotonic() - t0, log.read_text(errors="replace")
