@@ -21,11 +21,14 @@ Run it from a virtualenv holding TRL (never the project's):
     python3 -m venv /work/venv-trl && . /work/venv-trl/bin/activate
     pip install torch==2.13.0 trl numpy networkx tqdm
     PYTHONPATH=/work/main python bench/train_grpo.py [--preset cpu] [--prompts 32] [--group 8]
+
+``--json numbers.json`` also writes the numbers: ours as soon as they are measured, TRL's beside them.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
@@ -259,6 +262,7 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/bench_trl_grpo", help="TRL's output_dir (nothing is saved)")
     ap.add_argument("--learn", type=int, nargs="+", default=None, metavar="SEED",
                     help="instead of timing: run --steps steps per seed on both sides and compare their rewards")
+    ap.add_argument("--json", default="", help="also write the timing numbers to this file (bench/gpu.py reads it)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     init = sft_policy(args)
@@ -270,6 +274,13 @@ def main() -> None:
           f"torch {torch.__version__}")
     a = ours(args, init, n)
     print(line("hlsm.grpo", a, args), flush=True)
+    numbers = {"device": args.device, "prompts": args.prompts, "group": args.group, "ours": a}
+
+    def save():
+        if args.json:
+            Path(args.json).write_text(json.dumps(numbers, indent=1))
+
+    save()  # ours stand even if TRL is missing or fails
     import trl
 
     b = theirs(args, init, n)
@@ -277,6 +288,8 @@ def main() -> None:
     ratio = {k: b[k] / a[k] for k in ("step_s", "rollout_s", "update_s", "best_step_s")}
     print(f"  speed-up, TRL / hlsm.grpo (medians): step {ratio['step_s']:.1f}x, rollout {ratio['rollout_s']:.1f}x, "
           f"update {ratio['update_s']:.1f}x; best step against best step {ratio['best_step_s']:.1f}x")
+    numbers.update(trl=b, trl_version=trl.__version__, speedup=ratio)
+    save()
 
 
 def learn(args, init: Path) -> None:

@@ -2,6 +2,7 @@
 
     python bench/train_sft.py [--preset cpu] [--steps 60] [--warmup 10] [--repeats 5] [--threads 2]
     python bench/train_sft.py --preset paper --device cuda [--peak-tflops 989]   # tokens/s and MFU
+    ... --json numbers.json                                # the printed numbers, also as JSON
 
 Both sides train the same model shape (the preset's; the baseline is nanoGPT's GPT written out
 below, with the same parameter count) on the same data: the preset's default SFT mix, rendered
@@ -17,11 +18,13 @@ the median are reported (on a shared machine, best-of is the least disturbed by 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import platform
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -174,6 +177,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (bf16 autocast on CUDA, both sides)")
     ap.add_argument("--peak-tflops", type=float, default=None,
                     help="the device's peak for MFU (default: 989 = H100 bf16 dense on CUDA; none on CPU)")
+    ap.add_argument("--json", default="", help="also write the numbers to this file (bench/gpu.py reads it)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = SFTConfig.from_preset(args.preset, steps=args.steps, eval_every=0, ckpt_every=0, eval_n=1,
@@ -194,12 +198,17 @@ def main() -> None:
     print(f"hlsm.sft.train     best {max(a):10,.0f} tokens/s   median {med_a:10,.0f}")
     print(f"plain nanoGPT loop best {max(b):10,.0f} tokens/s   median {med_b:10,.0f}")
     print(f"ratio (ours / plain): best {max(a) / max(b):.2f}x, median {med_a / med_b:.2f}x")
+    numbers = {"preset": args.preset, "device": args.device, "params": n_ours, "ours_best": max(a),
+               "ours_median": med_a, "plain_best": max(b), "plain_median": med_b, "ratio_median": med_a / med_b}
     if peak:
         # nanoGPT's estimate of training FLOPs per token: 6N for the matmuls + 12 L d T for attention
         flops = 6 * n_ours + 12 * mcfg.n_layer * mcfg.n_embd * mcfg.block_size
         mfu = lambda tok_s: tok_s * flops / (peak * 1e12)
         print(f"MFU at {peak:g} TFLOP/s peak ({flops / 1e6:.1f} MFLOP/token): hlsm.sft {mfu(med_a):.2%}, "
               f"plain {mfu(med_b):.2%} (medians)")
+        numbers.update(peak_tflops=peak, mfu_ours=mfu(med_a), mfu_plain=mfu(med_b))
+    if args.json:
+        Path(args.json).write_text(json.dumps(numbers, indent=1))
 
 
 if __name__ == "__main__":
