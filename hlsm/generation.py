@@ -68,6 +68,24 @@ class Generation:
     num_samples: int  # G
 
 
+def stack_rows(parts: list[tuple[Generation, torch.Tensor]], num_samples: int, pad_id: int = 0) -> Generation:
+    """Rows ``rows`` of each ``(generation, rows)`` of ``parts``, one part after another, right-padded to
+    the widest: padding is what ``generate`` leaves after a row's <eos> (pad_id, masked, log-prob 0), so
+    each row's tokens, mask, log-probs, length and finished flag are its own. No parts: no rows."""
+    width = max((g.ids.shape[1] for g, _ in parts), default=0)
+
+    def cat(name: str, fill, dtype: torch.dtype) -> torch.Tensor:
+        cols = [getattr(g, name)[r.to(g.ids.device)] for g, r in parts]
+        if fill is not None:  # (rows, T) columns: pad each part to the widest
+            cols = [torch.nn.functional.pad(c, (0, width - c.shape[1]), value=fill) for c in cols]
+        return torch.cat(cols) if cols else torch.zeros((0, 0) if fill is not None else (0,), dtype=dtype)
+
+    mask = cat("mask", False, torch.bool)
+    return Generation(cat("ids", pad_id, torch.long), mask, cat("logprobs", 0.0, torch.float32), mask.sum(dim=1),
+                      cat("finished", None, torch.bool), [g.texts[i] for g, r in parts for i in r.tolist()],
+                      num_samples)
+
+
 def _check_sampling(n_prompts: int, max_new_tokens: int, temperature: float, top_k, num_samples: int, rows):
     """``generate``'s arguments, each checked (ValueError naming it)."""
     if max_new_tokens < 1:

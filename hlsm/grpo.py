@@ -5,7 +5,9 @@ Each step draws P prompts from an RL support (step k uses items [k*P, (k+1)*P) o
 completions per prompt at the sampling temperature, scores them with named, weighted rewards from
 ``hlsm.text.REWARDS``, turns rewards into group-relative advantages and takes ``epochs x
 minibatches`` clipped policy-gradient updates, with an optional k3 KL to a frozen reference and an
-optional replay NLL term on labelled SFT data.
+optional replay NLL term on labelled SFT data. With ``dynamic_sampling`` (DAPO) a step drops the
+groups whose rewards tie and draws P more prompts (the next items of the stream, from a prompt cursor
+kept in the checkpoint) until P groups are kept or ``max_draws`` draws are spent.
 
     cfg = GRPOConfig.from_preset("cpu", init="runs/sft")
     result = train(cfg, "runs/grpo")               # resume=True continues a killed run
@@ -16,8 +18,8 @@ One idea per file, all importable from here: ``hlsm.grpo_config`` (``GRPOConfig`
 ``hlsm.grpo_loss`` (the math as small pure functions, each tested on hand-computed values), and
 this file: a run (``train``: load the SFT run, evaluate, checkpoint, resume) and its command line.
 Step k's randomness is a pure function of (seed, k): resuming from a checkpoint (weights +
-optimizer) is bit-identical on CPU. A NaN/inf loss stops the run before the update
-(``NonFiniteLossError`` names the step and the last good checkpoint).
+optimizer, + the prompt cursor with dynamic sampling) is bit-identical on CPU. A NaN/inf loss stops
+the run before the update (``NonFiniteLossError`` names the step and the last good checkpoint).
 
 CLI: ``python -m hlsm.grpo --init runs/sft --out runs/grpo [--preset cpu] [--steps N] ...``
 (every ``GRPOConfig`` field is a flag; dicts and tuples as JSON; ``--resume`` continues a run);

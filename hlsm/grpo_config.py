@@ -6,6 +6,14 @@
 
 The comment beside each field is its ``--help`` line (``hlsm.cli``). ``training_stream`` is the one
 place GRPO turns a support name into an item stream, so the check and the trainer agree on it.
+
+Dynamic sampling (DAPO; the filter Yuan et al. use) is a GRPO option: a group whose G rewards tie has
+zero advantage and no gradient, so each step drops such groups and draws P more prompts, up to
+``max_draws`` draws, and trains on the first P groups kept (fewer if the draws run out). RFT is
+refused with it (RFT learns from all-correct groups, which are tied); its RFT control follows the
+prompts it kept instead (``prompts_from``, ``hlsm.control.rft_control(grpo, run=...)``). A step then
+trains on any number of groups, so ``minibatches`` must divide ``group_size``, and every step's
+``kept_items`` is logged (``log_every`` = 1) for the controls to read (``hlsm.kept_items``).
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from hlsm.grpo_loss import LOSS_AGGREGATIONS, OBJECTIVES, RFT
+from hlsm.kept_items import followed_run, followed_support
 from hlsm.model import HLSM
 from hlsm.names import RL, RL_PROMPTS, SEEN, SFT, UNSEEN, train_stream
 from hlsm.presets import GRPO_PRESETS
@@ -27,9 +36,12 @@ class GRPOConfig:
     init: str = ""  # SFT run directory to start from (policy weights, model config, split, format)
     split: dict | None = None  # a hlsm.support.make_split spec; None: the init run's split
     seed: int = 0  # seeds the RL prompt stream, the sampling generators and the replay stream
-    steps: int = 200  # RL steps; step k draws RL prompts [k*P, (k+1)*P) and samples G each
+    steps: int = 200  # RL steps; step k draws RL prompts [k*P, (k+1)*P) and samples G each (unless dynamic_sampling)
     prompts_per_step: int = 16  # P: prompts per step, all ranks together (divisible by world size)
     group_size: int = 8  # G: completions sampled per prompt (>= 2: advantages are group-relative)
+    dynamic_sampling: bool = False  # DAPO: drop groups whose G rewards tie, draw P more prompts until P groups are kept
+    max_draws: int = 4  # with dynamic_sampling: at most this many draws of P prompts a step (trains on <= P kept)
+    prompts_from: str = ""  # a finished dynamic-sampling GRPO run: step k's prompts are its kept_items of step k
     rollout_batch_size: int | None = None  # completions per step; optional cross-check, must be P * G
     micro_batch_size: int = 64  # completions per forward/backward (gradient accumulation inside an update)
     epochs: int = 1  # passes over each rollout batch
@@ -80,6 +92,10 @@ class GRPOConfig:
             train.append(("replay_support", self.replay_support))
         for field_name, name in train:
             training_stream(split, name, field_name, self.seed, "values", 1)
+        if self.prompts_from and followed_support(self.followed()[0]) != split.train[self.rl_support]:
+            raise ValueError(f"GRPOConfig.prompts_from={self.prompts_from!r}: the run it follows drew rl_support "
+                             f"{self.rl_support!r} from another support than this split's: its kept_items name "
+                             f"other items")
         if self.replay_fraction > 0 and self.replay_support == self.rl_support:
             raise ValueError(f"GRPOConfig.replay_support={self.replay_support!r} is the rl_support: replay would "
                              f"re-show earlier RL prompts; choose another training support")
@@ -143,7 +159,40 @@ class GRPOConfig:
             bad("objective", "rft (SFT on the correct samples: the mean NLL of the completions whose answer "
                              "reward is 1) needs loss_agg 'seq_mean', an 'answer' reward, epochs = minibatches = 1, "
                              "beta = 0 and replay_fraction = 0")
+        self._check_sampling(bad)
         return self
+
+    def followed(self) -> tuple[dict, list[list[int]]]:
+        """(config, kept items of each step) of the ``prompts_from`` run (``hlsm.kept_items.followed_run``)."""
+        return followed_run(self.prompts_from, "GRPOConfig.prompts_from", self.steps, self.seed)
+
+    def _check_sampling(self, bad) -> None:
+        """dynamic_sampling, max_draws and prompts_from: each one, and how they fit the other fields."""
+        if not isinstance(self.dynamic_sampling, bool):
+            bad("dynamic_sampling", "must be true or false")
+        if not isinstance(self.max_draws, int) or isinstance(self.max_draws, bool) or self.max_draws < 1:
+            bad("max_draws", "must be an integer >= 1")
+        if not isinstance(self.prompts_from, str):
+            bad("prompts_from", "must be a run directory or ''")
+        if (self.dynamic_sampling or self.prompts_from) and self.group_size % self.minibatches:
+            bad("minibatches", "must divide group_size with dynamic_sampling or prompts_from: a step trains on any "
+                               "number of groups, and each minibatch takes the same share of every group")
+        if self.dynamic_sampling:
+            if self.objective == RFT:
+                bad("dynamic_sampling", "is a GRPO option: RFT learns from the correct samples of tied (all-correct) "
+                                        "groups too; the RFT control of a dynamic-sampling run follows its kept "
+                                        "prompts instead (prompts_from; hlsm.control.rft_control(grpo, run=...))")
+            if self.prompts_from:
+                bad("prompts_from", "must be '' with dynamic_sampling: a run either picks its prompts or follows "
+                                    "another run's")
+            if self.log_every != 1:
+                bad("log_every", "must be 1 with dynamic_sampling: its controls read every step's kept_items")
+        if self.prompts_from:
+            run = self.followed()[0]
+            for name in ("rl_support", "prompts_per_step"):
+                if run.get(name) != getattr(self, name):
+                    bad("prompts_from", f"the run it follows has {name}={run.get(name)!r}, this one "
+                                        f"{getattr(self, name)!r}")
 
 
 def training_stream(split, name: str, field_name: str, seed: int, fmt: str, granularity: int) -> HLSM:

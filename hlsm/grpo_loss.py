@@ -1,5 +1,6 @@
 """The GRPO math as small pure functions, each tested on hand-computed values.
 
+    tied_groups(rewards, G)                              which groups' G rewards are all equal (no signal)
     compute_group_advantages(rewards, G, scale_std)      (r - group mean) [/ (group std + eps)], 0 if tied
     rft_advantages(correct, kept_frac)                   1 / kept_frac on correct rows, else 0 (rejection sampling)
     masked_mean(x, mask, dim) / aggregate_loss(...)      seq_mean | token_mean | constant (Dr. GRPO)
@@ -20,6 +21,14 @@ GRPO, RFT = "grpo", "rft"
 OBJECTIVES = (GRPO, RFT)  # GRPOConfig.objective: group-relative advantages, or SFT on the correct samples
 
 
+def tied_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """(B/G,) bool: the groups of ``rewards`` (B,), laid out as B/G consecutive groups of G, whose rewards
+    are all equal. Such a group has zero advantage and no gradient: GRPO's ``zero_std_frac`` counts them
+    and dynamic sampling (``GRPOConfig.dynamic_sampling``) drops them."""
+    r = rewards.view(-1, group_size)
+    return r.amax(dim=1) == r.amin(dim=1)
+
+
 def compute_group_advantages(
     rewards: torch.Tensor, group_size: int, scale_std: bool = True, eps: float = 1e-6
 ) -> torch.Tensor:
@@ -38,8 +47,7 @@ def compute_group_advantages(
     adv = r - r.mean(dim=1, keepdim=True)
     if scale_std:
         adv = adv / (r.std(dim=1, keepdim=True) + eps)
-    tied = r.amax(dim=1, keepdim=True) == r.amin(dim=1, keepdim=True)
-    return adv.masked_fill(tied, 0.0).reshape(-1)
+    return adv.masked_fill(tied_groups(r, group_size)[:, None], 0.0).reshape(-1)
 
 
 def rft_advantages(correct: torch.Tensor, kept_frac: float) -> torch.Tensor:

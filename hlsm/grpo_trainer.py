@@ -13,6 +13,14 @@ advantage are left out while the loss aggregation still counts them. Step k's ra
 function of (seed, k). Under DDP each rank samples its P / world prompts with its rows of the
 global batch's sampling noise. The math is ``hlsm.grpo_loss``; ``sampled_reward`` is a rollout's
 reward without an update (p0, tied groups: can GRPO learn here?).
+
+With ``dynamic_sampling`` (DAPO) a step draws P prompts at a time from a prompt cursor (the RL-stream
+items used so far; without it step k starts at k * P), draw d sampled with ``generator(k, d)``, keeps
+the groups whose rewards do not all tie and trains on the first P kept (or all kept after
+``max_draws``); its metrics add the draws, the extra rollouts and the ``kept_items`` its controls read.
+Rollout statistics (reward, ``zero_std_frac``, lengths, entropy) stay over every completion drawn;
+the update and its statistics are over the kept rows. The cursor is checkpointed with the weights.
+With ``prompts_from`` step k's prompts are those another run kept at step k.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ import torch
 
 from hlsm.checkpoint import NonFiniteLossError
 from hlsm.distributed import DistInfo, all_reduce_sum, shard, wrap_ddp
-from hlsm.generation import Generation, completion_logprobs, generate
+from hlsm.generation import Generation, completion_logprobs, generate, stack_rows
 from hlsm.grpo_config import GRPOConfig, training_stream
 from hlsm.grpo_loss import (
     RFT,
@@ -38,7 +46,9 @@ from hlsm.grpo_loss import (
     k3_kl,
     replay_window,
     rft_advantages,
+    tied_groups,
 )
+from hlsm.kept_items import KEPT_ITEMS
 from hlsm.names import GRPO_SAMPLING
 from hlsm.rng import stream_key
 from hlsm.text import Tokenizer
@@ -54,15 +64,58 @@ SUMMED = ("clip_low", "clip_high", "kl", "tokens", "logp_mismatch", "first_token
 STATS = (*SUMMED, "loss", "grad_norm", "replay_nll", "ratio_dev")
 
 
+def rollout_sums(gen: Generation, reward: torch.Tensor, per: dict, group_size: int) -> dict:
+    """A draw's statistics as sums over its completions: summed over draws and ranks, then divided,
+    they are the step's rollout metrics (``GRPO._metrics``)."""
+    return {
+        "n": float(len(reward)),
+        "groups": float(len(reward) // group_size),
+        "reward": reward.sum().item(),
+        "reward_sq": (reward**2).sum().item(),
+        "zero_std": tied_groups(reward, group_size).sum().item(),
+        "len": gen.lengths.sum().item(),
+        "truncated": (~gen.finished).sum().item(),
+        "neg_logp": -(gen.logprobs * gen.mask).sum().item(),
+        **{f"r/{name}": v.sum().item() for name, v in per.items()},
+    }
+
+
 @dataclass
 class Rollout:
-    """One step's sampled completions on this rank; row n belongs to prompt n // G."""
+    """The completions a step trains on, on this rank; row n belongs to prompt n // G.
+
+    Without dynamic sampling that is the one draw; with it, the groups kept from its draws.
+    """
 
     prompts: list  # per row: its prompt's token ids
     gen: Generation  # the B * G completions (ids, mask, sampler log-probs, lengths, texts)
     reward: torch.Tensor  # (B * G,) combined reward
     per: dict  # reward name -> (B * G,) values
     adv: torch.Tensor  # (B * G,) advantages: group-relative, or RFT's (hlsm.grpo_loss.rft_advantages)
+    items: list  # per group: its prompt's index in the RL stream
+    drawn: dict  # rollout_sums over every completion drawn this step, kept or not (the rollout metrics)
+    draws: int = 1  # draws of prompts this step (dynamic sampling: 1 .. max_draws)
+
+
+def keep_groups(parts: list[tuple[Rollout, torch.Tensor]], pad_id: int) -> Rollout:
+    """Groups ``groups`` of each draw's rollout in ``parts`` = [(rollout, groups), ...], in order, as one
+    rollout (what a dynamic-sampling step trains on); its ``drawn`` sums every draw's statistics."""
+    group_size = parts[0][0].gen.num_samples
+    rows = [(ro, (g[:, None] * group_size + torch.arange(group_size)).flatten()) for ro, g in parts]
+
+    def cat(get) -> torch.Tensor:
+        return torch.cat([get(ro)[r.to(get(ro).device)] for ro, r in rows])
+
+    return Rollout(
+        prompts=[ro.prompts[i] for ro, r in rows for i in r.tolist()],
+        gen=stack_rows([(ro.gen, r) for ro, r in rows], group_size, pad_id),
+        reward=cat(lambda ro: ro.reward),
+        per={name: cat(lambda ro, name=name: ro.per[name]) for name in parts[0][0].per},
+        adv=cat(lambda ro: ro.adv),
+        items=[ro.items[i] for ro, g in parts for i in g.tolist()],
+        drawn={key: sum(ro.drawn[key] for ro, _ in parts) for key in parts[0][0].drawn},
+        draws=len(parts),
+    )
 
 
 class GRPO:
@@ -70,7 +123,8 @@ class GRPO:
 
     ``GRPO(cfg, model, split).step(k)`` runs RL step k (rollout, rewards, advantages, updates) and
     returns its metrics. Every random draw of step k is a pure function of (seed, k) and dropout
-    is off, so the state to resume from is the model and the optimizer alone.
+    is off, so the state to resume from is the model and the optimizer alone (and, with dynamic
+    sampling, the prompt cursor: where step k's first draw starts).
     """
 
     def __init__(self, cfg: GRPOConfig, model, split, fmt: str = "values", granularity: int = 1,
@@ -80,6 +134,9 @@ class GRPO:
         self.tok = tokenizer or Tokenizer()
         self.split, self.fmt, self.granularity = split, fmt, granularity
         world = self.dist.world_size
+        for name in ("dynamic_sampling", "prompts_from"):
+            if getattr(cfg, name) and world > 1:  # a step's batch is any number of groups: no equal shares
+                raise ValueError(f"GRPOConfig.{name}: runs in one process only, not over {world} ranks")
         if cfg.prompts_per_step % world:
             raise ValueError(
                 f"GRPOConfig.prompts_per_step={cfg.prompts_per_step} must divide over {world} ranks"
@@ -91,6 +148,8 @@ class GRPO:
                 f"GRPOConfig.minibatches={cfg.minibatches} must divide the {self.n} completions per rank"
             )
         self.rl = training_stream(split, cfg.rl_support, "rl_support", cfg.seed, fmt, granularity)
+        self.cursor = 0  # dynamic sampling: RL-stream items the steps done have drawn (else step k starts at k*P)
+        self.followed = cfg.followed()[1] if cfg.prompts_from else None  # step -> its prompts' RL-stream items
         # replay items per step, all ranks together (as the labelled control counts them), split evenly
         self.n_replay_global = round(cfg.replay_fraction * cfg.prompts_per_step)
         self.n_replay = replay_window(0, self.n_replay_global, self.dist.rank, world)[1]
@@ -116,35 +175,44 @@ class GRPO:
     # --- state --------------------------------------------------------------------------------
 
     def state_dict(self, step: int) -> dict:
-        return {
+        state = {
             "model": self.model.state_dict(),
             "model_config": self.model.config.to_dict(),
             "optimizer": self.opt.state_dict(),
             "step": step,
             "config": self.cfg.to_dict(),
         }
+        if self.cfg.dynamic_sampling:
+            state["cursor"] = self.cursor
+        return state
 
     def load_state_dict(self, state: dict) -> int:
-        """Restore model and optimizer; returns the number of steps already done."""
+        """Restore model and optimizer (and the prompt cursor); returns the number of steps already done."""
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
+        if self.cfg.dynamic_sampling:
+            self.cursor = int(state["cursor"])
         return int(state["step"])
 
     # --- one step -----------------------------------------------------------------------------
 
-    def generator(self, k: int) -> torch.Generator:
-        """The sampling generator of step k, the same on every rank: a pure function of (seed, k).
+    def generator(self, k: int, draw: int = 0) -> torch.Generator:
+        """The sampling generator of draw ``draw`` of step k, the same on every rank: a pure function of
+        (seed, k, draw).
 
         Each rank draws the noise of the whole global batch and uses its own rows of it, so a run
         samples the same completions on any number of ranks (the trailing 0 keeps the key of the
-        single-process runs made before ranks shared it).
+        single-process runs made before ranks shared it). Draw 0, the only one without dynamic
+        sampling, keeps that key; a further draw appends its number.
         """
-        key = stream_key(self.cfg.seed, GRPO_SAMPLING, k, 0) & (2**63 - 1)
+        key = stream_key(self.cfg.seed, GRPO_SAMPLING, k, 0, *((draw,) if draw else ())) & (2**63 - 1)
         return torch.Generator().manual_seed(key)
 
-    def prompts(self, k: int) -> list:
-        """This rank's RL items of step k: items [k*P + lo, k*P + hi) of the RL support's stream."""
-        return self.rl.sample(self.hi - self.lo, start=k * self.cfg.prompts_per_step + self.lo)
+    def prompts(self, k: int, start: int | None = None) -> list:
+        """This rank's RL items of the draw of step k that starts at RL-stream item ``start``: items
+        [start + lo, start + hi). ``start`` defaults to k*P, step k's one draw without dynamic sampling."""
+        start = k * self.cfg.prompts_per_step if start is None else start
+        return self.rl.sample(self.hi - self.lo, start=start + self.lo)
 
     def replay_items(self, k: int) -> list:
         """This rank's labelled replay items of step k (none without replay)."""
@@ -154,25 +222,48 @@ class GRPO:
         return self.replay.sample(n, start=start)
 
     def rollout(self, k: int) -> Rollout:
-        """Step k's prompts, G sampled completions each, their rewards and advantages."""
-        cfg, tok = self.cfg, self.tok
-        examples = self.prompts(k)
+        """Step k's prompts, G sampled completions each, their rewards and advantages: RL items
+        [k*P, (k+1)*P) (this rank's share); with ``prompts_from``, the items the followed run kept at
+        step k; with dynamic sampling, draws of P items from the cursor on, the untied groups kept
+        until P are (the first P) or ``max_draws`` draws are done. The cursor is not moved (``step`` moves it).
+        """
+        cfg, p, g = self.cfg, self.cfg.prompts_per_step, self.cfg.group_size
+        if self.followed is not None:
+            items = self.followed[k]
+            return self.draw(k, 0, [self.rl[i] for i in items], items, len(items))
+        if not cfg.dynamic_sampling:
+            return self.draw(k, 0, self.prompts(k), range(k * p + self.lo, k * p + self.hi), p)
+        parts, kept = [], 0
+        for d in range(cfg.max_draws):
+            start = self.cursor + d * p
+            ro = self.draw(k, d, self.prompts(k, start), range(start, start + p), p)
+            groups = torch.nonzero(~tied_groups(ro.reward, g)).flatten()[: p - kept]
+            parts.append((ro, groups))
+            kept += len(groups)
+            if kept == p:
+                break
+        return keep_groups(parts, self.tok.pad_id)
+
+    def draw(self, k: int, d: int, examples: list, items, total: int) -> Rollout:
+        """Draw ``d`` of step k: ``examples`` (this rank's; RL-stream ``items``) of a global draw of ``total``
+        prompts, G completions each sampled with ``generator(k, d)``, their rewards and advantages."""
+        cfg, tok, g = self.cfg, self.tok, self.cfg.group_size
         prompts = [tok.encode(ex.prompt, bos=True) for ex in examples]
         gen = generate(
             self.model, prompts, self.max_new, cfg.temperature, cfg.top_k or None, tok.eos_id, tok.pad_id,
-            cfg.group_size, self.generator(k), tok,
-            rows=(self.lo * cfg.group_size, cfg.prompts_per_step * cfg.group_size),  # this rank's share
-        )
-        group_ex = [ex for ex in examples for _ in range(cfg.group_size)]
+            g, self.generator(k, d), tok, rows=(self.lo * g, total * g),  # this rank's share
+        ) if prompts else stack_rows([], g, tok.pad_id)  # a followed step that kept nothing
+        group_ex = [ex for ex in examples for _ in range(g)]
         reward, per = combined_rewards(group_ex, gen.texts, cfg.rewards)
         if cfg.objective == RFT:  # keep the correct completions (every rank's count: one global mean NLL)
             correct = per["answer"] == 1.0
             kept = all_reduce_sum(correct.sum().to(self.dist.device, torch.float64), self.dist)
-            adv = rft_advantages(correct, kept.item() / (cfg.prompts_per_step * cfg.group_size))
+            adv = rft_advantages(correct, kept.item() / max(total * g, 1))
         else:
-            adv = compute_group_advantages(reward, cfg.group_size, cfg.scale_std)
+            adv = compute_group_advantages(reward, g, cfg.scale_std)
         adv = adv.to(self.dist.device)
-        return Rollout([prompts[i // cfg.group_size] for i in range(self.n)], gen, reward, per, adv)
+        rows = [prompts[i // g] for i in range(len(prompts) * g)]
+        return Rollout(rows, gen, reward, per, adv, list(items), rollout_sums(gen, reward, per, g))
 
     def _replay_batch(self, k: int):
         if not self.replay:
@@ -194,16 +285,17 @@ class GRPO:
         is later cut to its longest row, so short completions carry little padding. Without a KL
         term a zero-advantage row has exactly zero gradient (-min(r 0, clip(r) 0) = 0) and is left
         out; the loss aggregation still counts it, so the update is unchanged. A minibatch keeps at
-        least one row: every rank must take part in DDP's gradient all-reduce.
+        least one row: every rank must take part in DDP's gradient all-reduce. A rollout of no rows
+        (a dynamic-sampling step that kept no group) has none: its update moves nothing but replay.
         """
         out = []
         for j in range(self.cfg.minibatches):
-            rows = torch.arange(j, self.n, self.cfg.minibatches, device=adv.device)
+            rows = torch.arange(j, len(adv), self.cfg.minibatches, device=adv.device)
             if self.ref is None:
                 live = rows[adv[rows] != 0]
                 rows = live if len(live) else rows[:1]
             rows = rows[torch.argsort(lengths[rows], stable=True)]
-            out.append(list(rows.split(self.cfg.micro_batch_size)))
+            out.append(list(rows.split(self.cfg.micro_batch_size)) if len(rows) else [])  # none: nothing kept
         return out
 
     def step(self, k: int) -> dict:
@@ -225,6 +317,8 @@ class GRPO:
             lr = self._lr(k * updates + u)
             j = u % cfg.minibatches
             self._update(k, u, ro, plan[j], old and old[j], ref and ref[j], replay, lr, stats)
+        if cfg.dynamic_sampling:
+            self.cursor += ro.draws * cfg.prompts_per_step
         t2 = time.perf_counter()
         return self._metrics(k, ro, stats, lr, t1 - t0, t2 - t1)
 
@@ -242,7 +336,7 @@ class GRPO:
     def _update(self, k, u, ro: Rollout, micro, old, ref, replay, lr: float, stats: dict) -> None:
         """Optimizer update u of step k over one minibatch (its micro-batches ``micro``)."""
         cfg = self.cfg
-        mb = self.n // cfg.minibatches
+        mb = len(ro.adv) // cfg.minibatches  # rows per minibatch (validate: minibatches divide every group)
         j = u % cfg.minibatches
         for group in self.opt.param_groups:
             group["lr"] = lr
@@ -301,32 +395,22 @@ class GRPO:
         return self.ddp.no_sync() if skip and self.dist.enabled else contextlib.nullcontext()
 
     def _metrics(self, k, ro: Rollout, stats, lr, rollout_s, update_s) -> dict:
-        """Global (all-rank) means of the step's statistics."""
-        gen, reward, per = ro.gen, ro.reward, ro.per
-        groups = reward.view(-1, self.cfg.group_size)
-        local = {
-            "n": float(self.n),
-            "groups": float(groups.shape[0]),
-            "reward": reward.sum().item(),
-            "reward_sq": (reward**2).sum().item(),
-            "zero_std": (groups.max(1).values == groups.min(1).values).sum().item(),
-            "len": gen.lengths.sum().item(),
-            "truncated": (~gen.finished).sum().item(),
-            "neg_logp": -(gen.logprobs * gen.mask).sum().item(),
-            **{f"r/{name}": v.sum().item() for name, v in per.items()},
-            **{key: stats[key] for key in SUMMED},
-        }
+        """Global (all-rank) means of the step's statistics: of every completion drawn (reward, tied
+        groups, lengths, entropy), of the rows trained on (clipping, KL, tokens, trained_frac's count)."""
+        cfg, per = self.cfg, ro.per
+        local = {**ro.drawn, **{key: stats[key] for key in SUMMED}}
         vec = torch.tensor(list(local.values()), dtype=torch.float64, device=self.dist.device)
         vec = all_reduce_sum(vec, self.dist)
         tot = dict(zip(local, vec.tolist()))
-        n, tokens, first = tot["n"], max(tot["tokens"], 1.0), max(tot["first_tokens"], 1.0)
+        # a step may draw nothing (prompts_from: the followed step kept no group): no mean divides by 0
+        n, tokens, first = max(tot["n"], 1.0), max(tot["tokens"], 1.0), max(tot["first_tokens"], 1.0)
         mean = tot["reward"] / n
         out = {
             "step": k + 1,
             "reward_mean": mean,
             "reward_std": math.sqrt(max(tot["reward_sq"] / n - mean**2, 0.0)),
             **{f"reward/{name}": tot[f"r/{name}"] / n for name in per},
-            "zero_std_frac": tot["zero_std"] / tot["groups"],  # groups whose G rewards are all equal
+            "zero_std_frac": tot["zero_std"] / max(tot["groups"], 1.0),  # groups whose G rewards are all equal
             "completion_len": tot["len"] / n,  # tokens, <eos> included
             "truncated_frac": tot["truncated"] / n,  # completions cut at max_new_tokens
             "entropy": tot["neg_logp"] / max(tot["len"], 1.0),  # Monte Carlo: mean -log p of sampled tokens
@@ -343,6 +427,14 @@ class GRPO:
             "step_s": rollout_s + update_s,
             "tokens_per_s": tot["len"] / max(rollout_s, 1e-9),  # sampled tokens per second of rollout
         }
+        if cfg.dynamic_sampling:
+            out.update({
+                "draws": ro.draws,  # draws of P prompts this step
+                "prompts_drawn": ro.draws * cfg.prompts_per_step,  # the prompt cursor moved this far
+                "kept_groups": len(ro.items),  # groups trained on (untied), <= P
+                "extra_rollouts": (ro.draws - 1) * cfg.prompts_per_step * cfg.group_size,  # beyond P * G
+                KEPT_ITEMS: ro.items,  # RL-stream indices of the kept prompts, in training order
+            })
         if self.ref is not None:
             out["kl"] = tot["kl"] / tokens
         if self.replay is not None:
@@ -378,7 +470,7 @@ def sampled_reward(model, examples, rewards: dict[str, float], samples: int = 8,
         for name, v in parts.items():
             per[name] += v.sum().item()
         g = r.view(-1, samples)
-        same = g.amax(1) == g.amin(1)
+        same = tied_groups(r, samples)
         tied += same.sum().item()
         all_zero += (same & (g[:, 0] == 0)).sum().item()
         all_max += (same & (g[:, 0] == top)).sum().item()

@@ -13,6 +13,8 @@ stream=hlsm.names.train_stream(s))`` and a fixed share n_s of every batch (by ``
 weights), and step k (0-based) takes its items [k * n_s, (k + 1) * n_s). A batch is a pure function
 of k, so a resumed run sees exactly the data an uninterrupted one would. GRPO draws its prompts
 from the same stream, so SFT on {s: 1.0} with batch_size P sees GRPO's step-k prompts at step k.
+With ``items_from`` (the labelled control of a dynamic-sampling GRPO run) that run's support
+contributes at step k the items it kept at step k instead, as many as it kept.
 
 Files: ``hlsm.sft_config`` holds ``SFTConfig`` and its checks (with ``make_split``, ``mix_counts``);
 this module the batch pieces, the ``SFTTrainer`` (one update, one evaluation, the checkpoint) and
@@ -123,20 +125,26 @@ def make_batch(parts, pad_id: int, block_size: int) -> tuple[torch.Tensor, torch
 
 
 def local_batch(streams: dict, counts: dict, step: int, lo: int, hi: int, tok: Tokenizer, block_size: int,
-                skip: int = 0):
+                skip: int = 0, picked: dict | None = None):
     """Rows [lo, hi) of step ``step``'s global batch, as ``make_batch`` tensors.
 
     The global batch lays the supports' shares end to end: support s contributes its stream's
     items [skip + step * n_s, skip + (step + 1) * n_s). One process takes [0, batch_size); DDP rank
-    r its shard. ``skip`` is ``SFTConfig.data_offset``.
+    r its shard. ``skip`` is ``SFTConfig.data_offset``. ``picked`` {support: stream indices} gives
+    a support's items of this step instead (``SFTConfig.items_from``: the kept prompts of a GRPO step,
+    any number); a batch with no rows at all is None.
     """
+    picked = picked or {}
     parts, offset = [], 0
     for name, c in counts.items():
+        c = len(picked[name]) if name in picked else c
         a, b = max(lo, offset), min(hi, offset + c)
-        if a < b:
+        if a < b and name in picked:
+            parts.append(encode_examples(tok, [streams[name][i] for i in picked[name][a - offset : b - offset]]))
+        elif a < b:
             parts.append(render(streams[name], b - a, skip + step * c + (a - offset), tok))
         offset += c
-    return make_batch(parts, tok.pad_id, block_size)
+    return make_batch(parts, tok.pad_id, block_size) if parts else None
 
 
 def micro_batches(x: torch.Tensor, pad_id: int, size: int) -> list[tuple[torch.Tensor, int]]:
@@ -223,6 +231,11 @@ class SFTTrainer:
             self.model.load_state_dict(load_policy(cfg.init)[0].state_dict())
         self.opt = self.model.configure_optimizer(cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
         self.micro = cfg.micro_batch_size or (self.hi - self.lo)
+        self.picked = None  # items_from: (support, its items of each step)
+        if cfg.items_from:
+            if dist.enabled:  # a step's batch is any size: no equal shares
+                raise ValueError(f"SFTConfig.items_from: runs in one process only, not over {dist.world_size} ranks")
+            self.picked = cfg.followed(self.split)
         self.net = self.fwd = None  # set by resume: DDP must wrap the weights the run continues from
 
     def resume(self, resume: bool) -> tuple[int, Path | None]:
@@ -246,14 +259,27 @@ class SFTTrainer:
         self.fwd = torch.compile(self.net, dynamic=True) if cfg.compile else self.net  # widths vary per batch
         return start, ckpt
 
+    def batch(self, step: int):
+        """This rank's rows of step ``step``'s batch (x, y, mask), or None when it holds no item."""
+        picked = {self.picked[0]: self.picked[1][step]} if self.picked else None
+        return local_batch(self.streams, self.counts, step, self.lo, self.hi, self.tok, self.mcfg.block_size,
+                           self.cfg.data_offset, picked)
+
     def step(self, step: int) -> dict:
-        """Update ``step`` (0-based) on this rank's rows of its batch; the metrics line of the step."""
+        """Update ``step`` (0-based) on this rank's rows of its batch; the metrics line of the step.
+
+        With ``items_from`` the line adds ``items`` (the batch's rows); a step whose GRPO step kept no
+        group (and with no other support) has none: it takes no update and logs a NaN loss.
+        """
         t0 = time.perf_counter()
         lr = lr_at(step, self.cfg)
         for group in self.opt.param_groups:
             group["lr"] = lr
-        x, y, mask = local_batch(self.streams, self.counts, step, self.lo, self.hi, self.tok, self.mcfg.block_size,
-                                 self.cfg.data_offset)
+        batch = self.batch(step)
+        extra = {"items": 0 if batch is None else len(batch[0])} if self.picked else {}
+        if batch is None:
+            return {"step": step + 1, "loss": float("nan"), "lr": lr, "grad_norm": 0.0, "tokens_per_s": 0.0, **extra}
+        x, y, mask = batch
         chunks = micro_batches(x, self.tok.pad_id, self.micro)
         tokens = int((x != self.tok.pad_id).sum()) * self.dist.world_size
         loss_value = self._backward(x, y, mask, chunks)
@@ -266,7 +292,7 @@ class SFTTrainer:
         self.opt.zero_grad(set_to_none=True)
         # tokens/s of this step alone (data, forward, backward, update; evaluations not included)
         return {"step": step + 1, "loss": loss_value, "lr": lr, "grad_norm": grad_norm,
-                "tokens_per_s": tokens / (time.perf_counter() - t0)}
+                "tokens_per_s": tokens / (time.perf_counter() - t0), **extra}
 
     def _backward(self, x, y, mask, chunks) -> float:
         """Accumulate over the micro-batches ``chunks`` the gradient of the global token-mean loss; that loss."""

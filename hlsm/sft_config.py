@@ -8,6 +8,11 @@ The comment beside each field is its ``--help`` line (``hlsm.cli``). ``make_spli
 ``split`` field; ``mix_counts`` is how a batch is shared out among the training supports (the check
 that every support gets an item and the trainer's batches use the same rounding).
 All importable from ``hlsm.sft`` as before.
+
+``items_from`` makes a run the labelled control of a dynamic-sampling GRPO run
+(``hlsm.control.labelled_control(grpo, run=...)``): at step k the share of that run's rl_support is
+not the next n_s items of its stream but the items the run kept at step k (``hlsm.kept_items``),
+so a batch holds up to batch_size items; the other supports keep their shares.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from hlsm.checkpoint import load_checkpoint
+from hlsm.kept_items import followed_run, followed_support
 from hlsm.model import HLSM
 from hlsm.names import ATOMS, EVAL_ATOMS, SEEN, SFT, UNSEEN
 from hlsm.policy import PRESETS, PolicyConfig
@@ -63,6 +69,7 @@ class SFTConfig:
     # items each training stream skips first: continued SFT reads past what its init saw (an init of S
     # updates of batch B read fewer than S * B items of any one stream, so S * B is always enough)
     data_offset: int = 0  # items each training stream skips first (continued SFT reads past what its init saw)
+    items_from: str = ""  # a finished dynamic-sampling GRPO run: step k reads its kept_items of k from its rl_support
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     compile: bool = False  # torch.compile the model for training (off on CPU by default)
 
@@ -152,7 +159,28 @@ class SFTConfig:
                 field_name = "train_supports" if name in self.train_supports else "eval_supports"
                 raise ValueError(f"SFTConfig.{field_name}: support {name!r} has no examples: {e}") from None
         split.check_disjoint()  # LeakageError (a ValueError) if an eval item could occur in training
+        if self.items_from:
+            self.followed(split)
         return self
+
+    def followed(self, split: Split | None = None) -> tuple[str, list]:
+        """(the rl_support of the ``items_from`` run, its kept items of steps 0 .. steps - 1), checked: that
+        support is one of ``train_supports`` with the run's P items a batch, drawn from the same support and
+        seed (the indices name the same items), and no ``data_offset`` (the indices are the items)."""
+        split = split or make_split(self.split)
+        counts = mix_counts(self.train_supports, self.batch_size)
+        run, items = followed_run(self.items_from, "SFTConfig.items_from", self.steps, self.seed)
+        rl, p = run["rl_support"], run["prompts_per_step"]
+        why = None
+        if counts.get(rl) != p:
+            why = f"its run's rl_support {rl!r} must take the run's P = {p} items a batch (train_supports: {counts})"
+        elif followed_support(run) != split.train[rl]:
+            why = f"its run's rl_support {rl!r} is another support than this split's: its kept_items name other items"
+        elif self.data_offset:
+            why = f"needs data_offset = 0 (the kept items are stream indices), got data_offset={self.data_offset}"
+        if why:
+            raise ValueError(f"SFTConfig.items_from: {why}; items_from={self.items_from!r}")
+        return rl, items
 
 
 def mix_counts(weights: dict[str, float], batch_size: int) -> dict[str, int]:

@@ -151,6 +151,13 @@ def test_combined_rewards_weighted_sum():
         ("temperature", dict(temperature=0.0)),
         ("loss_agg", dict(loss_agg="sum")),
         ("steps", dict(steps=0)),
+        ("max_draws", dict(max_draws=0)),
+        ("dynamic_sampling", dict(dynamic_sampling="yes")),
+        ("dynamic_sampling", dict(dynamic_sampling=True, objective="rft")),  # RFT learns from tied groups too
+        ("minibatches", dict(dynamic_sampling=True, prompts_per_step=4, group_size=4, minibatches=8)),
+        ("log_every", dict(dynamic_sampling=True, log_every=2)),  # its controls read every step's kept_items
+        ("prompts_from", dict(dynamic_sampling=True, prompts_from="runs/x")),
+        ("prompts_from", dict(prompts_from="/nonexistent/run")),
     ],
 )
 def test_config_validation_names_the_field(field, kwargs):
@@ -561,3 +568,217 @@ def test_the_smoke_presets_learn_visibly(tmp_path, capsys):
     first, last = sum(rewards[:15]) / 15, sum(rewards[-15:]) / 15
     print(f"smoke: SFT seen {seen:.3f}; GRPO reward first 15 steps {first:.3f}, last 15 {last:.3f}")
     assert last > first, (first, last)
+
+
+# --- dynamic sampling (DAPO): drop tied groups, refill the step; controls follow the kept prompts ----------
+
+
+def _train_rows(run) -> list[dict]:
+    """A run's training records without their timings (what two equal runs share exactly)."""
+    timing = {"rollout_s", "update_s", "step_s", "tokens_per_s"}
+    return [{k: v for k, v in m.items() if k not in timing} for m in read_metrics(run) if "loss" in m]
+
+
+@pytest.fixture(scope="module")
+def ds_run(sft_run, tmp_path_factory):
+    """A finished dynamic-sampling GRPO run (answer reward only: many tied groups, so steps take several
+    draws and some keep fewer than P groups) and its config."""
+    cfg = tiny(sft_run, steps=3, rewards={"answer": 1.0}, dynamic_sampling=True, ckpt_every=0)
+    out = tmp_path_factory.mktemp("ds") / "grpo"
+    grpo_train(cfg, out, progress=False)
+    return cfg, out
+
+
+def test_draw_zero_is_todays_draw_and_without_dynamic_sampling_nothing_changes(sft_run):
+    """Draw 0 of step k keeps the key runs have always sampled step k with; a dynamic-sampling step's kept
+    groups from draw 0 are exactly those rows of the plain step's rollout. Off, there is no cursor in the
+    checkpoint and no new metric."""
+    from hlsm.grpo import GRPO
+    from hlsm.names import GRPO_SAMPLING
+    from hlsm.rng import stream_key
+
+    cfg = tiny(sft_run, rewards={"answer": 1.0})
+    model, split, fmt, gran = load_init(cfg.init)
+    plain = GRPO(cfg, model, split, fmt, gran)
+    for k in range(3):
+        assert plain.generator(k).initial_seed() == stream_key(cfg.seed, GRPO_SAMPLING, k, 0) & (2**63 - 1)
+        assert plain.generator(k, 0).initial_seed() == plain.generator(k).initial_seed()
+        assert plain.generator(k, 1).initial_seed() != plain.generator(k).initial_seed()
+    ds = GRPO(tiny(sft_run, rewards={"answer": 1.0}, dynamic_sampling=True, max_draws=1), load_init(cfg.init)[0],
+              split, fmt, gran)
+    a, b = plain.rollout(0), ds.rollout(0)
+    assert a.items == [0, 1, 2, 3] and set(b.items) <= set(a.items) and b.draws == 1
+    rows = torch.tensor([4 * i + j for i in b.items for j in range(4)], dtype=torch.long)
+    assert torch.equal(a.gen.ids[rows, : b.gen.ids.shape[1]], b.gen.ids) and torch.equal(a.adv[rows], b.adv)
+    assert a.drawn == b.drawn  # the rollout statistics are of everything drawn
+    metrics = plain.step(0)
+    assert "cursor" not in plain.state_dict(1) and not {"draws", "kept_items", "kept_groups"} & set(metrics)
+
+
+def test_dynamic_sampling_trains_only_untied_groups_and_logs_what_it_kept(sft_run, tmp_path, monkeypatch):
+    """Every group an update sees has reward variance; at most P are kept; each draw takes the next P
+    items of the RL stream (the cursor moves by draws * P, and is checkpointed); the logged kept_items
+    are exactly the prompts the update used, in its order; a step short of P groups ran out of draws."""
+    import hlsm.grpo_trainer as trainer
+    from hlsm.grpo_loss import tied_groups
+    from hlsm.text import Tokenizer
+
+    seen, real = {}, trainer.GRPO._update
+
+    def spy(self, k, u, ro, *args):
+        seen[k] = (ro, self.rl)
+        return real(self, k, u, ro, *args)
+
+    monkeypatch.setattr(trainer.GRPO, "_update", spy)
+    p, g = 4, 4
+    cfg = tiny(sft_run, steps=4, rewards={"answer": 1.0}, dynamic_sampling=True, max_draws=3)
+    grpo_train(cfg, tmp_path / "ds", progress=False)
+    steps, tok, cursor = _train_rows(tmp_path / "ds"), Tokenizer(), 0
+    assert [m["step"] for m in steps] == [1, 2, 3, 4]
+    for k, m in enumerate(steps):
+        ro, rl = seen[k]
+        kept = m["kept_items"]
+        assert not tied_groups(ro.reward, g).any() and ro.items == kept and m["kept_groups"] == len(kept) <= p
+        assert ro.prompts == [tok.encode(rl[i].prompt, bos=True) for i in kept for _ in range(g)]
+        assert m["prompts_drawn"] == m["draws"] * p and m["extra_rollouts"] == (m["draws"] - 1) * p * g
+        assert kept == sorted(kept) and all(cursor <= i < cursor + m["prompts_drawn"] for i in kept)
+        untied = round(m["prompts_drawn"] * (1 - m["zero_std_frac"]))  # zero_std_frac: of every group drawn
+        assert len(kept) == min(untied, p) and (len(kept) == p or m["draws"] == cfg.max_draws)
+        cursor += m["prompts_drawn"]
+    assert any(m["draws"] > 1 for m in steps) and any(m["kept_groups"] < p for m in steps), "nothing was dropped"
+    assert torch.load(tmp_path / "ds" / "checkpoint.pt", weights_only=True)["cursor"] == cursor
+
+
+def test_dynamic_sampling_resumes_bit_identical_after_a_kill(sft_run, tmp_path, monkeypatch):
+    """Killed in step 4 of 4 (checkpoint after step 2; step 3 had moved the cursor), resumed: the same
+    weights and the same log as a run never killed."""
+    import hlsm.grpo_trainer as trainer
+
+    cfg = tiny(sft_run, rewards={"answer": 1.0}, dynamic_sampling=True, minibatches=2, epochs=2, beta=0.05)
+    whole = grpo_train(cfg, tmp_path / "whole", progress=False)
+    real = trainer.GRPO.step
+
+    def killed(self, k):
+        if k == 3:
+            raise KeyboardInterrupt("killed")
+        return real(self, k)
+
+    monkeypatch.setattr(trainer.GRPO, "step", killed)
+    with pytest.raises(KeyboardInterrupt):
+        grpo_train(cfg, tmp_path / "cut", progress=False)
+    monkeypatch.undo()
+    assert [m["step"] for m in _train_rows(tmp_path / "cut")] == [1, 2, 3]
+    resumed = grpo_train(cfg, tmp_path / "cut", resume=True, progress=False)
+    for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert _train_rows(tmp_path / "whole") == _train_rows(tmp_path / "cut")
+    assert any(m["draws"] > 1 for m in _train_rows(tmp_path / "whole"))  # the cursor ran ahead of k * P
+
+
+def test_labelled_control_of_a_dynamic_sampling_run_trains_on_its_kept_items(sft_run, tmp_path):
+    """The control's step k batch is GRPO step k's kept prompts (golden completions, in training order)
+    then its replay items; its batch sizes follow the kept counts. It needs the finished run, of this config."""
+    import dataclasses
+
+    from hlsm.checkpoint import MetricsLog
+    from hlsm.control import labelled_control
+    from hlsm.distributed import DistInfo
+    from hlsm.grpo import GRPO
+    from hlsm.sft import SFTTrainer, encode_examples, make_batch
+    from hlsm.text import Tokenizer
+
+    cfg = tiny(sft_run, steps=3, rewards={"answer": 1.0}, dynamic_sampling=True, replay_fraction=0.5, ckpt_every=0)
+    run = tmp_path / "grpo"
+    grpo_train(cfg, run, progress=False)
+    kept = [m["kept_items"] for m in _train_rows(run)]
+    with pytest.raises(ValueError, match="labelled_control: GRPOConfig.dynamic_sampling: give run="):
+        labelled_control(cfg)
+    with pytest.raises(ValueError, match=r"differs in \['lr'\]"):
+        labelled_control(dataclasses.replace(cfg, lr=1e-3), run=run)
+    with pytest.raises(ValueError, match="run= is for a dynamic-sampling"):
+        labelled_control(tiny(sft_run), run=run)
+    with pytest.raises(ValueError, match="would change the items"):
+        labelled_control(cfg, run=run, items_from="")
+    control = labelled_control(cfg, run=run, log_every=1).validate()
+    assert control.items_from == str(run) and control.batch_size == 4 + 2
+    model, split, fmt, gran = load_init(cfg.init)
+    grpo = GRPO(cfg, model, split, fmt, gran)
+    sft = SFTTrainer(control, tmp_path / "c", MetricsLog(tmp_path / "c", enabled=False), DistInfo())
+    tok, block = Tokenizer(), model.config.block_size
+    for k in range(cfg.steps):
+        items = [grpo.rl[i] for i in kept[k]] + grpo.replay_items(k)
+        want = make_batch([encode_examples(tok, items)], tok.pad_id, block)
+        for a, b in zip(want, sft.batch(k)):
+            assert torch.equal(a, b), k
+    assert any(len(items) < 4 for items in kept), "every step kept P groups: the test checks little"
+    result = sft_train(control, tmp_path / "control", progress=False)
+    assert [m["items"] for m in _train_rows(result.out)] == [len(items) + 2 for items in kept]
+    with pytest.raises(ValueError, match="SFTConfig.items_from: .* steps=4"):  # one record per step, no more
+        dataclasses.replace(control, steps=4).validate()
+    with pytest.raises(ValueError, match="SFTConfig.items_from: needs data_offset = 0"):
+        dataclasses.replace(control, data_offset=8).validate()
+    with pytest.raises(ValueError, match="SFTConfig.items_from: runs in one process only"):
+        SFTTrainer(control, tmp_path / "c", MetricsLog(tmp_path / "c", enabled=False), DistInfo(world_size=2))
+
+
+def test_rft_control_of_a_dynamic_sampling_run_samples_exactly_its_kept_prompts(sft_run, ds_run, tmp_path):
+    from hlsm.control import rft_control
+    from hlsm.distributed import DistInfo
+    from hlsm.grpo import GRPO
+    from hlsm.grpo_loss import RFT
+    from hlsm.text import Tokenizer
+
+    cfg, run = ds_run
+    kept = [m["kept_items"] for m in _train_rows(run)]
+    with pytest.raises(ValueError, match="rft_control: GRPOConfig.dynamic_sampling: give run="):
+        rft_control(cfg)
+    rft = rft_control(cfg, run=run)
+    assert (rft.objective, rft.dynamic_sampling, rft.prompts_from) == (RFT, False, str(run))
+    model, split, fmt, gran = load_init(cfg.init)
+    trainer, tok = GRPO(rft, model, split, fmt, gran), Tokenizer()
+    for k in range(cfg.steps):
+        ro = trainer.rollout(k)
+        assert ro.items == kept[k] and len(ro.reward) == 4 * len(kept[k])
+        assert ro.prompts == [tok.encode(trainer.rl[i].prompt, bos=True) for i in kept[k] for _ in range(4)]
+    metrics = _train_rows(grpo_train(rft, tmp_path / "rft", progress=False).out)
+    assert len(metrics) == cfg.steps and "kept_items" not in metrics[0]
+    with pytest.raises(ValueError, match="GRPOConfig.prompts_from: .* steps=4"):
+        GRPOConfig(**{**rft.to_dict(), "steps": 4}).validate()
+    with pytest.raises(ValueError, match="GRPOConfig.prompts_from: the run it follows has prompts_per_step=4"):
+        GRPOConfig(**{**rft.to_dict(), "prompts_per_step": 2}).validate()
+    with pytest.raises(ValueError, match="GRPOConfig.prompts_from: runs in one process only"):
+        GRPO(rft, model, split, fmt, gran, dist=DistInfo(world_size=2))
+    with pytest.raises(ValueError, match="GRPOConfig.dynamic_sampling: runs in one process only"):
+        GRPO(cfg, model, split, fmt, gran, dist=DistInfo(world_size=2))
+
+
+def test_a_dynamic_sampling_step_that_keeps_nothing_trains_nothing_and_its_controls_follow(sft_run, tmp_path,
+                                                                                           monkeypatch):
+    """Every group tied: each step spends its max_draws and keeps no group, so no weight moves; the
+    labelled control's steps hold no item (no update, a NaN loss) and the RFT control samples nothing."""
+    import hlsm.grpo_trainer as trainer
+    from hlsm.control import labelled_control, rft_control
+
+    def nothing(examples, completions, weights, rewards=None):
+        zeros = torch.zeros(len(completions))
+        return zeros, {name: zeros for name in weights}
+
+    monkeypatch.setattr(trainer, "combined_rewards", nothing)
+    cfg = tiny(sft_run, steps=2, rewards={"answer": 1.0}, dynamic_sampling=True, max_draws=2, stop_when_dead=0)
+    run = grpo_train(cfg, tmp_path / "grpo", progress=False)
+    steps = _train_rows(run.out)
+    assert [(m["kept_items"], m["draws"], m["extra_rollouts"]) for m in steps] == [([], 2, 16)] * 2
+    init = load_policy(sft_run)[0].state_dict()
+    rft = grpo_train(rft_control(cfg, run=run.out), tmp_path / "rft", progress=False)
+    control = sft_train(labelled_control(cfg, run=run.out, log_every=1), tmp_path / "control", progress=False)
+    for model in (run.model, rft.model, control.model):
+        assert all(torch.equal(p, init[name]) for name, p in model.state_dict().items())
+    assert all(m["items"] == 0 and math.isnan(m["loss"]) for m in _train_rows(control.out))
+
+
+def test_dynamic_sampling_flags_on_the_command_line(sft_run, tmp_path, capsys):
+    from hlsm.grpo import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--init", str(sft_run), "--out", str(tmp_path / "x"), "--dynamic-sampling", "--max-draws", "0"])
+    assert e.value.code == 2 and "GRPOConfig.max_draws" in capsys.readouterr().err
