@@ -32,6 +32,7 @@ Runs are cached (``experiments.runs``) and resume after a kill; outputs are ``fa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -44,6 +45,7 @@ from experiments.report import figure_parser, mean_ci, output_dir, paired, pm, p
 from experiments.runs import posthoc_eval, run_all
 from hlsm.checkpoint import read_config
 from hlsm.control import labelled_control, rft_control
+from hlsm.grpo import GRPOConfig
 from hlsm.names import DEEPER, SEEN, UNSEEN, VALIDATION
 from hlsm.sft import SFTConfig
 
@@ -65,6 +67,13 @@ ARMS = {"grpo": ("grpo", "grpo"), "grpo_atoms": ("grpo", "grpo_atoms"),
         "more_sft": ("more_sft", "grpo")}
 REFERENCES = {"grpo": ("base", "more_sft", "control", "rft"),
               "grpo_atoms": ("base", "more_sft", "control_atoms", "rft_atoms")}
+# The named dynamic-sampling condition (``--dynamic``): GRPO on compounds that drops tied groups and
+# refills the step (DAPO; ``GRPOConfig.dynamic_sampling``), and its two controls, which train on the
+# prompts it kept (``labelled_control`` / ``rft_control`` with ``run=``): they follow a finished run,
+# so they train in a second phase, following the ``grpo_dyn`` run of their unit at its chosen rate.
+DYNAMIC_ARMS = {"grpo_dyn": ("grpo", "grpo"), "control_dyn": ("control", "grpo_dyn"), "rft_dyn": ("rft", "grpo_dyn")}
+DYNAMIC_REFERENCES = {"grpo_dyn": ("base", "more_sft", "control_dyn", "rft_dyn")}
+FOLLOWERS = ("control_dyn", "rft_dyn")
 
 PRESETS = {
     # seconds: the pipeline on the regime's smoke sizes (what the tests run; it learns nothing)
@@ -163,16 +172,22 @@ def plateau_bases(preset: str, units: list, runs: str, workers: int = 0) -> dict
     return state
 
 
-def arm_config(preset: str, arm: str, lr: float, unit: tuple, plateau: dict) -> tuple[str, object]:
-    """(run kind, config) of ``arm`` at rate ``lr`` from the unit's plateau base."""
-    p, kind_of = PRESETS[preset], ARMS[arm]
-    kind, mirrors = kind_of
-    init = str(plateau["chain"][-1])
+def arm_config(preset: str, arm: str, lr: float, unit: tuple, plateau: dict,
+               followed: Path | None = None) -> tuple[str, object]:
+    """(run kind, config) of ``arm`` at rate ``lr`` from the unit's plateau base; a follower of the
+    dynamic-sampling arm (``FOLLOWERS``) takes ``followed``, the finished ``grpo_dyn`` run it follows."""
+    p = PRESETS[preset]
+    kind, mirrors = {**ARMS, **DYNAMIC_ARMS}[arm]
+    if arm in FOLLOWERS:  # the followed run's own config, its kept prompts; the control's own rate
+        g = GRPOConfig(**read_config(followed))
+        if kind == "rft":
+            return "grpo", dataclasses.replace(rft_control(g, run=followed), lr=lr)
+        return "sft", SFTConfig.from_dict(dict(labelled_control(g, run=followed).to_dict(), lr=lr))
     rp = regime.study_preset(p["regime"], regime.CHOSEN)
     g = grpo_config(dict(rp["grpo"], rl_support=RL_ARMS[mirrors], lr=lr, warmup_steps=WARMUP, steps=p["steps"],
                          eval_every=p["eval_every"], eval_supports=(VALIDATION, UNSEEN), eval_n=p["n_val"],
-                         ckpt_every=p["eval_every"]), unit[1])
-    g.init = init
+                         ckpt_every=p["eval_every"], dynamic_sampling=arm == "grpo_dyn"), unit[1])
+    g.init = str(plateau["chain"][-1])
     if kind == "grpo":
         return "grpo", g
     if kind == "rft":
@@ -202,18 +217,40 @@ def val_score(run: Path, split: dict, n: int, seed: int) -> dict:
     return {"val_greedy": g, "val_t1": t, "val_score": (g + t) / 2}
 
 
-def grid(preset: str, units, runs: str, workers: int = 0) -> tuple[list[dict], dict, dict]:
-    """(one row per unit x arm x rate, arm -> chosen rate, the units' plateau records)."""
+def train_arms(preset: str, jobs: list[tuple], plateaus: dict, runs: str, workers: int,
+               followed: dict | None = None) -> list[tuple[tuple, Path]]:
+    """Train ``jobs`` [(unit, arm, lr)]; [(job, run directory)] of those that could run. A follower whose
+    ``grpo_dyn`` run (``followed[unit]``) cannot be followed (it stopped early) is named and left out."""
+    cfgs = []
+    for u, arm, lr in jobs:
+        try:
+            cfgs.append(((u, arm, lr), arm_config(preset, arm, lr, u, plateaus[u], (followed or {}).get(u))))
+        except ValueError as e:
+            print(f"unit {u} {arm} at lr {lr:g}: not trained: {e}", flush=True)
+    return list(zip([j for j, _ in cfgs], run_all([c for _, c in cfgs], runs, workers)))
+
+
+def grid(preset: str, units, runs: str, workers: int = 0, dynamic: bool = False) -> tuple[list[dict], dict, dict]:
+    """(one row per unit x arm x rate, arm -> chosen rate, the units' plateau records). With ``dynamic``
+    the followers' rates are chosen second, following each unit's ``grpo_dyn`` run at its chosen rate."""
     p = PRESETS[preset]
     plateaus = plateau_bases(preset, list(units), runs, workers)
-    jobs = [(u, arm, lr) for u in units for arm in ARMS for lr in p["lrs"]]
-    dirs = run_all([arm_config(preset, arm, lr, u, plateaus[u]) for u, arm, lr in jobs], runs, workers)
-    vals = parallel(val_score, [(d, split_spec(preset, u[0]), p["n_val"], u[1]) for d, (u, _, _) in zip(dirs, jobs)],
-                    workers)
-    rows = [{"split": u[0], "seed": u[1], "arm": arm, "lr": lr, "run": d.name, "minutes": minutes(d), **v,
-             **grpo_stats(d),
-             "curve": json.dumps(curve(d))} for d, (u, arm, lr), v in zip(dirs, jobs, vals)]
+    first = [a for a in (*ARMS, *(DYNAMIC_ARMS if dynamic else ())) if a not in FOLLOWERS]
+    done = train_arms(preset, [(u, a, lr) for u in units for a in first for lr in p["lrs"]], plateaus, runs, workers)
+    rows = grid_rows(preset, done, workers)
+    if dynamic:
+        rate = choose_rates(rows, p["lrs"])["grpo_dyn"]
+        followed = {u: d for (u, a, lr), d in done if a == "grpo_dyn" and lr == rate}
+        jobs = [(u, a, lr) for u in followed for a in FOLLOWERS for lr in p["lrs"]]
+        rows += grid_rows(preset, train_arms(preset, jobs, plateaus, runs, workers, followed), workers)
     return rows, choose_rates(rows, p["lrs"]), plateaus
+
+
+def grid_rows(preset: str, done: list[tuple[tuple, Path]], workers: int) -> list[dict]:
+    p = PRESETS[preset]
+    vals = parallel(val_score, [(d, split_spec(preset, u[0]), p["n_val"], u[1]) for (u, _, _), d in done], workers)
+    return [{"split": u[0], "seed": u[1], "arm": arm, "lr": lr, "run": d.name, "minutes": minutes(d), **v,
+             **grpo_stats(d), "curve": json.dumps(curve(d))} for ((u, arm, lr), d), v in zip(done, vals)]
 
 
 def choose_rates(rows: list[dict], lrs) -> dict:
@@ -244,7 +281,7 @@ def table(rows: list[dict], depth: int) -> tuple[list[dict], str]:
     head = " | ".join(keys)
     lines = [f"| condition | n | {head} |", "|---|---|" + "---|" * len(keys)]
     out = []
-    for cond in ("base", *ARMS):
+    for cond in ("base", *ARMS, *DYNAMIC_ARMS):
         vals = [mean_ci([r.get(k) for r in rows if r["condition"] == cond]) for k in keys]
         if not vals[0][2]:
             continue
@@ -252,7 +289,7 @@ def table(rows: list[dict], depth: int) -> tuple[list[dict], str]:
                     **{f"{k} ci95": h for k, (_, h, _) in zip(keys, vals)}})
         lines.append(f"| `{cond}` | {vals[0][2]} | " + " | ".join(pm(m, h) for m, h, _ in vals) + " |")
     lines += ["", f"| paired difference | n | {head} |", "|---|---|" + "---|" * len(keys)]
-    for arm, refs in REFERENCES.items():
+    for arm, refs in {**REFERENCES, **DYNAMIC_REFERENCES}.items():
         for ref in refs:
             diffs = [paired(rows, arm, ref, k) for k in keys]
             if not diffs[0][2]:
@@ -268,7 +305,8 @@ def table(rows: list[dict], depth: int) -> tuple[list[dict], str]:
 
 
 COLORS = {"base": "0.55", "more_sft": "0.3", "grpo": "tab:blue", "rft": "tab:cyan", "control": "tab:green",
-          "grpo_atoms": "tab:orange", "rft_atoms": "gold", "control_atoms": "tab:olive"}
+          "grpo_atoms": "tab:orange", "rft_atoms": "gold", "control_atoms": "tab:olive", "grpo_dyn": "tab:purple",
+          "rft_dyn": "tab:pink", "control_dyn": "tab:brown"}
 
 
 def plot_grid(rows: list[dict], chosen: dict, lrs, stem: Path) -> None:
@@ -282,7 +320,7 @@ def plot_grid(rows: list[dict], chosen: dict, lrs, stem: Path) -> None:
     from experiments.report import save_figure
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.4))
-    for arm in ARMS:
+    for arm in dict.fromkeys(r["arm"] for r in rows):
         sel = [r for r in rows if r["arm"] == arm]
         means = [mean_ci([r["val_score"] for r in sel if r["lr"] == lr])[0] for lr in lrs]
         a.plot(lrs, [100 * m for m in means], marker="o", color=COLORS[arm], label=arm)
@@ -357,6 +395,8 @@ def main(argv=None) -> int:
     ap.add_argument("--stage", choices=("plateau", "grid", "table"), default="table",
                     help="plateau: the bases only; grid: each arm's rate on GRID_UNITS; table: Table 1 "
                          "(reads the grid's choice from --out, or runs the grid first)")
+    ap.add_argument("--dynamic", action="store_true",
+                    help="also the dynamic-sampling condition: grpo_dyn and its controls on the prompts it kept")
     a = ap.parse_args(argv)
     out, t0 = output_dir(a.out, a.preset), time.time()
     units = [(sp, s) for sp in a.splits for s in a.seeds]
@@ -373,7 +413,8 @@ def main(argv=None) -> int:
         return 0
     grid_file = out / "fair_grid.json"
     if a.stage == "grid" or not grid_file.exists():
-        rows, chosen, state = grid(a.preset, GRID_UNITS if a.preset == "cpu" else units[:2], a.runs, a.workers)
+        rows, chosen, state = grid(a.preset, GRID_UNITS if a.preset == "cpu" else units[:2], a.runs, a.workers,
+                                   a.dynamic)
         write_csv(plateau_rows(state), out / "fair_grid_plateau.csv")
         write_csv(rows, out / "fair_grid.csv")
         plot_grid(rows, chosen, PRESETS[a.preset]["lrs"], out / "fair_grid")
@@ -382,10 +423,18 @@ def main(argv=None) -> int:
         if a.stage == "grid":
             return 0
     chosen = json.loads(grid_file.read_text())["chosen"]
+    arms = [*ARMS, *(DYNAMIC_ARMS if a.dynamic else ())]
+    if set(arms) - set(chosen):
+        ap.error(f"{grid_file} has no rate for {sorted(set(arms) - set(chosen))}: run --stage grid"
+                 + (" --dynamic" if a.dynamic else ""))
     state = plateau_bases(a.preset, units, a.runs, a.workers)
-    jobs = [(u, arm) for u in units for arm in ARMS]
-    dirs = run_all([arm_config(a.preset, arm, chosen[arm], u, state[u]) for u, arm in jobs], a.runs, a.workers)
-    runs = [(u, "base", state[u]["chain"][-1]) for u in units] + [(u, arm, d) for (u, arm), d in zip(jobs, dirs)]
+    done = train_arms(a.preset, [(u, arm, chosen[arm]) for u in units for arm in arms if arm not in FOLLOWERS],
+                      state, a.runs, a.workers)
+    if a.dynamic:
+        followed = {u: d for (u, arm, _), d in done if arm == "grpo_dyn"}
+        done += train_arms(a.preset, [(u, arm, chosen[arm]) for u in followed for arm in FOLLOWERS], state, a.runs,
+                           a.workers, followed)
+    runs = [(u, "base", state[u]["chain"][-1]) for u in units] + [(u, arm, d) for (u, arm, _), d in done]
     rows = parallel(unit_row, [(a.preset, u, name, d) for u, name, d in runs], a.workers)
     for r, (u, name, d) in zip(rows, runs):
         r.update({"at_plateau": state[u]["at_plateau"], "lr": chosen.get(name), "minutes": minutes(d),
@@ -404,7 +453,7 @@ def main(argv=None) -> int:
     (out / "fair_table1.md").write_text(md)
     plot_table(summary, depth, out / "fair")
     write_json({**meta, "chosen": chosen, "configs_of_first_unit": {
-        arm: read_config(d) for (u, arm), d in zip(jobs, dirs) if u == units[0]}, "wall_s": time.time() - t0},
+        arm: read_config(d) for (u, arm, _), d in done if u == units[0]}, "wall_s": time.time() - t0},
         out / "fair.json")
     print(md)
     print(f"units at plateau: {sum(s['at_plateau'] for s in state.values())} / {len(units)}; "

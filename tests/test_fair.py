@@ -10,6 +10,7 @@ import torch
 
 from experiments import fair
 from experiments.report import read_csv
+from hlsm.checkpoint import read_config
 from hlsm.control import labelled_control, rft_control
 from hlsm.grpo_loss import RFT
 from hlsm.names import SEEN, UNSEEN, VALIDATION
@@ -62,21 +63,22 @@ def test_tiny_study_arms_references_grid_and_table(tmp_path, capsys):
     """One command runs the plateau bases, the grid and Table 1; every arm starts from the unit's plateau
     base and mirrors its GRPO arm; a second run trains nothing and writes the same table."""
     out, runs = tmp_path / "out", tmp_path / "runs"
-    argv = ["--preset", "tiny", "--stage", "table", "--splits", "0", "--seeds", "0", "1", "--runs", str(runs),
-            "--out", str(out)]
+    argv = ["--preset", "tiny", "--stage", "table", "--dynamic", "--splits", "0", "--seeds", "0", "1", "--runs",
+            str(runs), "--out", str(out)]
     assert fair.main(argv) == 0
     p = fair.PRESETS["tiny"]
     grid = read_csv(out / "fair_grid.csv")
-    assert len(grid) == 2 * len(fair.ARMS) * len(p["lrs"])
+    arms = {**fair.ARMS, **fair.DYNAMIC_ARMS}
+    assert len(grid) == 2 * len(arms) * len(p["lrs"])
     chosen = json.loads((out / "fair_grid.json").read_text())["chosen"]
-    assert set(chosen) == set(fair.ARMS) and all(v in p["lrs"] for v in chosen.values())
+    assert set(chosen) == set(arms) and all(v in p["lrs"] for v in chosen.values())
     rows = read_csv(out / "fair.csv")
-    assert sorted(r["condition"] for r in rows) == sorted(["base", *fair.ARMS] * 2)
+    assert sorted(r["condition"] for r in rows) == sorted(["base", *arms] * 2)
     keys = [f"{m}/L{d}" for m in ("greedy", "t1", f"pass{fair.SAMPLES}") for d in (3, 4, 5)]
     assert all(0 <= float(r[k]) <= 1 for r in rows for k in keys)
     assert all(float(r[f"pass{fair.SAMPLES}/L3"]) >= float(r["t1/L3"]) for r in rows)
     summary = {r["condition"]: r for r in read_csv(out / "fair_summary.csv")}
-    for arm, refs in fair.REFERENCES.items():
+    for arm, refs in {**fair.REFERENCES, **fair.DYNAMIC_REFERENCES}.items():
         assert all(summary[f"{arm} - {ref}"]["n"] == "2" for ref in refs)
     plateau = read_csv(out / "fair_plateau.csv")
     assert all(json.loads(r["checks"])[0]["updates"] == 50 for r in plateau)
@@ -93,6 +95,15 @@ def test_tiny_study_arms_references_grid_and_table(tmp_path, capsys):
         assert cfgs["control" + suffix].to_dict() == labelled_control(fair.arm_config(
             "tiny", arm, chosen["control" + suffix], (0, 0), state)[1]).to_dict()
         assert g.steps == p["steps"] and g.warmup_steps == fair.WARMUP
+    # the dynamic-sampling arm's controls train on the prompts its run (at its chosen rate) kept
+    dyn = fair.arm_config("tiny", "grpo_dyn", chosen["grpo_dyn"], (0, 0), state)[1]
+    assert dyn.dynamic_sampling and dyn.to_dict() == {**cfgs["grpo"].to_dict(), "dynamic_sampling": True,
+                                                      "lr": chosen["grpo_dyn"]}
+    [followed] = [d for d in runs.iterdir() if d.name.startswith("grpo-") and read_config(d) == dyn.to_dict()]
+    control = fair.arm_config("tiny", "control_dyn", chosen["control_dyn"], (0, 0), state, followed)[1]
+    rft = fair.arm_config("tiny", "rft_dyn", chosen["rft_dyn"], (0, 0), state, followed)[1]
+    assert control.items_from == rft.prompts_from == str(followed) and rft.objective == RFT
+    assert control.lr == chosen["control_dyn"] and rft.lr == chosen["rft_dyn"] and not rft.dynamic_sampling
     more = cfgs["more_sft"]
     assert more.train_supports == state["configs"][0].train_supports and more.data_offset == state["offset"] > 0
     assert more.batch_size == cfgs["control"].batch_size and more.steps == cfgs["control"].steps
