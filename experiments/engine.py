@@ -98,5 +98,7 @@ def parallel(fn, jobs: list[tuple], workers: int = 0) -> list:
     workers = min(workers or os.cpu_count() or 1, len(jobs))
     if workers <= 1:
         return [fn(*job) for job in jobs]
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+    from experiments.runs import die_with_parent
+
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=die_with_parent) as pool:
         return list(pool.map(fn, *zip(*jobs)))

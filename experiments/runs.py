@@ -14,6 +14,7 @@ other code: such runs are left in place, named on stderr, and the run is made ag
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import json
@@ -73,20 +74,36 @@ def is_finished(out: Path, cfg) -> bool:
     return read_config(out) == cfg.to_dict()
 
 
+LOCK = ".lock"  # in a run directory: held (flock) by the process training it
+
+
 def _train(kind: str, cfg, root, threads: int = 0, snapshot_every: int = 0) -> Path:
+    out = run_dir(kind, cfg, root)
+    if is_finished(out, cfg):
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    # one trainer per directory: a second process asking for the same run (a restarted study beside
+    # the workers of a killed one, two workers of a cluster) waits here, then finds it finished
+    with open(out / LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _train_locked(kind, cfg, root, out, threads, snapshot_every)
+
+
+def _train_locked(kind: str, cfg, root, out: Path, threads: int, snapshot_every: int) -> Path:
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    out = run_dir(kind, cfg, root)
     if is_finished(out, cfg):
         return out
     for old in stale_runs(kind, cfg, root):
         print(f"stale run {old} (made by other code than {code_version()}): not re-used, training "
               f"{out.name}", file=sys.stderr)
     resume = (out / CHECKPOINT).exists()
-    if not resume and out.exists():  # killed before its first checkpoint: nothing to resume
-        shutil.rmtree(out)
+    if not resume:  # killed before its first checkpoint: nothing to resume (the lock file stays)
+        for p in out.iterdir():
+            if p.name != LOCK:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
     if kind == "sft":
         from hlsm.sft import train
     else:
@@ -129,7 +146,7 @@ def run_all(jobs: list[tuple[str, object]], root="runs", workers: int = 0,
             _train(*jobs[i], root, 0, snapshot_every)
             bar.update(1)
     else:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=die_with_parent) as pool:
             futures = {pool.submit(_train, *jobs[i], root, 1, snapshot_every): i for i in todo}
             bar.set_postfix_str(f"{min(workers, len(todo))} at a time")
             for f in as_completed(futures):
@@ -138,6 +155,18 @@ def run_all(jobs: list[tuple[str, object]], root="runs", workers: int = 0,
                 bar.update(1)
     bar.close()
     return out
+
+
+def die_with_parent() -> None:
+    """A pool worker's initializer: on Linux the worker gets SIGTERM when the study that started it dies,
+    instead of training on as an orphan (elsewhere a no-op; the run lock still keeps trainers apart)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def posthoc_eval(run: Path, split_spec: dict, supports: tuple[str, ...], n: int, seed: int,

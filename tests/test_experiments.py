@@ -143,6 +143,28 @@ def test_an_interrupted_run_resumes(tmp_path):
     assert sft_run(cfg, tmp_path) == d and is_finished(d, cfg) and len(read_csv(d / "eval.csv")) == before
 
 
+def _train_tiny(root: str) -> str:
+    return str(sft_run(tiny_cfg(split=tiny_cfg().split.to_dict(), steps=40), root, threads=1))
+
+
+def test_two_processes_asking_for_one_run_train_it_once(tmp_path):
+    """A restarted study beside a killed one's workers, or two workers of a cluster: the run lock lets
+    one train and the other wait, then re-use the finished run; the weights are those of a lone run."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from hlsm.checkpoint import load_policy, read_metrics
+
+    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
+        a, b = pool.map(_train_tiny, [str(tmp_path / "shared")] * 2)
+    assert a == b
+    steps = [m["step"] for m in read_metrics(a) if "loss" in m]
+    assert steps == sorted(set(steps)) and steps[-1] == 40  # one trainer wrote the log, once per step
+    alone = _train_tiny(str(tmp_path / "alone"))
+    for (name, x), y in zip(load_policy(a)[0].state_dict().items(), load_policy(alone)[0].state_dict().values()):
+        assert torch.equal(x, y), name
+
+
 def test_two_names_for_one_config_train_one_run(tmp_path):
     # e.g. the variant base sft_nopos in a regime that already has no positions: one directory, trained once
     cfg = tiny_cfg(split=tiny_cfg().split.to_dict())
