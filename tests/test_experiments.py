@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -163,6 +164,39 @@ def test_two_processes_asking_for_one_run_train_it_once(tmp_path):
     alone = _train_tiny(str(tmp_path / "alone"))
     for (name, x), y in zip(load_policy(a)[0].state_dict().items(), load_policy(alone)[0].state_dict().values()):
         assert torch.equal(x, y), name
+
+
+PARENT = """
+import os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from experiments.runs import die_with_parent
+with ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=die_with_parent) as pool:
+    print(pool.submit(os.getpid).result(), flush=True)
+    pool.submit(time.sleep, 60)
+    time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_pool_workers_die_with_a_killed_study():
+    import os
+    import signal
+    import subprocess
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    for _ in range(100):  # the kernel signals the orphan at once; give it up to 10 s to exit
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(worker, signal.SIGKILL)
+    pytest.fail(f"worker {worker} outlived its killed study")
 
 
 def test_two_names_for_one_config_train_one_run(tmp_path):
