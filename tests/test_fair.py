@@ -58,6 +58,26 @@ def test_validation_is_carved_out_of_the_held_out_compositions_only():
         assert VALIDATION in split.unseen and UNSEEN in split.unseen
 
 
+def test_report_keeps_units_off_plateau_out_of_the_claim_rows(tmp_path):
+    """Claim rows come only from units at plateau; the others are reported in a labelled table of all units."""
+    keys = [f"{m}/L{d}" for m in ("greedy", "t1", f"pass{fair.SAMPLES}") for d in (3, 4, 5)]
+    rows = [{"split": 0, "seed": seed, "condition": cond, "at_plateau": seed == 0,
+             **{k: acc + 0.01 * seed for k in keys}}
+            for seed in (0, 1, 2) for cond, acc in (("base", 0.5), ("more_sft", 0.55), ("grpo", 0.6))]
+    md = fair.report_tables(rows, 3, 3, tmp_path)
+    claim = {r["condition"]: r for r in read_csv(tmp_path / "fair_summary.csv")}
+    every = {r["condition"]: r for r in read_csv(tmp_path / "fair_summary_all.csv")}
+    assert claim["base"]["n"] == "1" and float(claim["grpo - base"]["greedy/L3"]) == pytest.approx(0.1)
+    assert every["base"]["n"] == "3" and float(every["base"]["greedy/L4"]) == pytest.approx(0.51)
+    assert "All 3 units, 1 of 3 at plateau" in md and "reported, not claim rows" in md
+    assert (tmp_path / "fair.png").exists() and (tmp_path / "fair_all.png").exists()
+    # no unit at plateau: no claim rows, no empty figure, all units still reported
+    none = tmp_path / "none"
+    md = fair.report_tables([dict(r, at_plateau=False) for r in rows], 3, 3, none)
+    assert "None: no base met the plateau rule" in md and "0 of 3 at plateau" in md
+    assert read_csv(none / "fair_summary.csv") == [] and not (none / "fair.png").exists()
+
+
 @pytest.mark.slow
 def test_tiny_study_arms_references_grid_and_table(tmp_path, capsys):
     """One command runs the plateau bases, the grid and Table 1; every arm starts from the unit's plateau
