@@ -84,10 +84,10 @@ def output_dir(out: str | None, preset: str) -> Path:
 
 def figure_parser(prog: str, doc: str, presets=("smoke", "cpu")):
     """The flags every figure takes: --preset (one of ``presets``), --seeds, --splits, --out, --runs,
-    --workers."""
-    import argparse
+    --workers, --threads (of the study's own process). Errors are one line (``hlsm.cli.Parser``)."""
+    from hlsm.cli import Parser, add_threads, non_negative
 
-    ap = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
+    ap = Parser(prog=prog, description=doc.split("\n")[0])
     ap.add_argument("--preset", default="cpu", choices=list(presets),
                     help="run sizes and regime (default: cpu)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -95,7 +95,8 @@ def figure_parser(prog: str, doc: str, presets=("smoke", "cpu")):
     ap.add_argument("--out", default=None, help="output folder (default: paper_figures/ for the cpu preset, "
                                                 "runs/figures-<preset>/ for any other)")
     ap.add_argument("--runs", default="runs", help="run cache root (shared by all figures)")
-    ap.add_argument("--workers", type=int, default=0, help="parallel single-thread runs (0: one per core)")
+    ap.add_argument("--workers", type=non_negative, default=0, help="parallel single-thread runs (0: one per core)")
+    add_threads(ap)
     return ap
 
 

@@ -130,7 +130,7 @@ def run_all(jobs: list[tuple[str, object]], root="runs", workers: int = 0,
     faster as parallel single-thread jobs than as one multi-thread job); results keep job order.
     ``snapshot_every`` > 0 keeps policies along training (``hlsm.checkpoint.snapshots``).
     """
-    from tqdm import tqdm
+    from hlsm.runloop import progress_bar
 
     workers = workers or min(len(jobs), os.cpu_count() or 1)
     out = [run_dir(kind, cfg, root) for kind, cfg in jobs]
@@ -138,7 +138,7 @@ def run_all(jobs: list[tuple[str, object]], root="runs", workers: int = 0,
     first = {d: i for i, d in reversed(list(enumerate(out)))}
     todo = [i for i, (kind, cfg) in enumerate(jobs) if first[out[i]] == i and not is_finished(out[i], cfg)]
     kinds = Counter(jobs[i][0] for i in todo)  # one bar per phase: what it trains, done / total, ETA
-    bar = tqdm(total=len(todo), disable=not progress or not todo, unit="run",
+    bar = progress_bar(total=len(todo), disable=not progress or not todo, unit="run",
                desc="training " + " + ".join(f"{n} {k}" for k, n in kinds.items()))
     if workers <= 1 or len(todo) <= 1:
         for i in todo:

@@ -5,14 +5,14 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import hlsm
+from hlsm.cli import Parser
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = Parser(prog="python -m hlsm.demo", description=__doc__.split("\n")[0])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n", type=int, default=3, help="items to show per format")
     args = ap.parse_args(argv)

@@ -35,8 +35,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from hlsm.checkpoint import (
     CONFIG,
     MetricsLog,
@@ -134,7 +132,8 @@ def train(cfg: GRPOConfig, out, resume: bool = False, progress: bool = True,
         if start == 0:
             evaluate_fn(0, {})  # the base policy: p0 per support and per module before RL
         loop = Loop(out, cfg.steps, start, log, dist, cfg.eval_every, cfg.ckpt_every, cfg.log_every,
-                    snapshot_every, progress, "grpo", ("reward_mean", "zero_std_frac"), last_good=ckpt)
+                    snapshot_every, progress, "grpo",
+                    (("reward", "reward_mean", ".3f"), ("tied groups", "zero_std_frac", ".0%")), last_good=ckpt)
         done, metrics, rows = run_loop(loop, trainer.model, trainer.step, evaluate_fn, trainer.state_dict,
                                        _dead_stop(cfg))
         if start >= cfg.steps:  # resumed a finished run: report it; evaluate again only if asked differently
@@ -196,8 +195,6 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default="smoke", choices=sorted(GRPO_PRESETS),
                    help="training defaults (default 'smoke': from the smoke SFT base in seconds)")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     given = given_config(args, GRPOConfig)
     cfg = build_config(p, lambda: GRPOConfig.from_preset(args.preset, **given), args.out, args.resume,
                        init_required=True, check=lambda c: c.check_split(run_split(c)))

@@ -28,6 +28,37 @@ from hlsm.checkpoint import (
 )
 from hlsm.distributed import DistInfo, barrier
 
+PROGRESS_LINES = 20  # lines a progress bar writes when its output is not a terminal (one every 5%)
+
+
+class _Lines:
+    """What a progress bar writes, as whole lines: tqdm redraws in place with a carriage return, which
+    a log file keeps as one endless line (or, read back, one line per update)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        text = text.replace("\r", "").rstrip()
+        if text:
+            self.stream.write(text + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def progress_bar(total: int, **kw):
+    """A tqdm bar on stderr; when stderr is not a terminal (a log file, a pipe), one whole line every
+    ``1 / PROGRESS_LINES`` of ``total`` instead of ~10 redraws a second."""
+    import sys
+
+    from tqdm import tqdm
+
+    if sys.stderr.isatty():
+        return tqdm(total=total, dynamic_ncols=True, **kw)
+    return tqdm(total=total, file=_Lines(sys.stderr), mininterval=0, miniters=max(1, total // PROGRESS_LINES),
+                ncols=100, **kw)
+
 
 @dataclass
 class Loop:
@@ -42,7 +73,7 @@ class Loop:
     snapshot_every: int = 0  # keep the policy at step 0 and every this many steps (0: none)
     progress: bool = True  # a progress bar on the main rank
     desc: str = "train"  # the progress bar's label
-    postfix: tuple = ()  # metric names shown on the progress bar
+    postfix: tuple = ()  # (label, metric name, format) of what the progress bar shows, in plain words
     last_good: Path | None = None  # the checkpoint a NaN stop names (updated as checkpoints are written)
 
 
@@ -53,8 +84,7 @@ def run_loop(loop: Loop, model, step_fn, evaluate_fn, state_fn, stop_fn=None) ->
     main = loop.dist.is_main
     if loop.snapshot_every and main and loop.start == 0:
         save_policy(loop.out, model, {"step": 0}, name=snapshot_name(0))
-    bar = tqdm(total=loop.steps, initial=loop.start, disable=not (loop.progress and main), desc=loop.desc,
-               dynamic_ncols=True)
+    bar = progress_bar(total=loop.steps, initial=loop.start, disable=not (loop.progress and main), desc=loop.desc)
     done, metrics, rows = loop.start, {}, []
     try:
         for k in range(loop.start, loop.steps):
@@ -66,7 +96,8 @@ def run_loop(loop: Loop, model, step_fn, evaluate_fn, state_fn, stop_fn=None) ->
                 raise NonFiniteLossError(e.step, e.value, loop.last_good) from None
             done = k + 1
             bar.update(1)
-            bar.set_postfix({name: f"{metrics[name]:.4g}" for name in loop.postfix if name in metrics})
+            bar.set_postfix_str(", ".join(f"{label} {metrics[name]:{fmt}}" for label, name, fmt in loop.postfix
+                                          if name in metrics), refresh=False)
             if done % loop.log_every == 0 or done == loop.steps:
                 loop.log.log(metrics)
             why = stop_fn(metrics) if stop_fn else None

@@ -198,7 +198,7 @@ def _train(cfg: SFTConfig, out: Path, resume: bool, progress: bool, snapshot_eve
     run = SFTTrainer(cfg, out, log, dist, progress)
     start, ckpt = run.resume(resume)
     loop = Loop(out, cfg.steps, start, log, dist, cfg.eval_every, cfg.ckpt_every, cfg.log_every, snapshot_every,
-                progress, "sft", ("loss", "lr"), last_good=ckpt)
+                progress, "sft", (("loss", "loss", ".4g"), ("lr", "lr", ".2g")), last_good=ckpt)
     _, metrics, rows = run_loop(loop, run.model, run.step, run.evaluate, run.state)
     if start >= cfg.steps:  # resumed a finished run: report it; evaluate again only if asked differently
         metrics, rows = finished_run(out, cfg.to_dict(), log, "loss", main, run.evaluate, cfg.steps)
@@ -345,8 +345,6 @@ def main(argv=None) -> int:
     p = trainer_parser("python -m hlsm.sft", __doc__, SFTConfig, SFT_PRESETS,
                        choices={"preset": SFT_PRESETS, "fmt": FORMATS})
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     given = given_config(args, SFTConfig)
     cfg = build_config(p, lambda: SFTConfig.from_preset(given.pop("preset", "smoke"), **given), args.out,
                        args.resume)

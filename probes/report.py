@@ -21,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
+from hlsm.cli import Parser, add_threads
 from hlsm.names import probe_stream
 from probes.activations import KINDS
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m probes.report", description=__doc__.split("\n")[0])
+    p = Parser(prog="python -m probes.report", description=__doc__.split("\n")[0])
     p.add_argument("--run", required=True, help="run directory (SFT or GRPO) with config.json and policy.pt")
     p.add_argument("--base", default=None, help="a second run to measure drift from (e.g. the SFT init)")
     p.add_argument("--n", type=int, default=256, help="items per support (seen, unseen); default 256")
@@ -39,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="patch each step's skill token with a twin's at every layer (default on)")
     p.add_argument("--seed", type=int, default=0, help="items, control labels, holdout and random init")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (default cpu)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    add_threads(p)
     return p
 
 
@@ -257,8 +258,6 @@ def main(argv=None) -> int:
     from hlsm.policy import Policy
     from probes.activations import capture
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device = _device(p, args.device)
     try:
         split, fmt, g, names = run_data(run)

@@ -111,3 +111,53 @@ def test_every_split_factory_is_a_cli_command(tmp_path, capsys):
     _fails(hlsm_cli.main, ["split", "planted", "--together", "maybe", "--out", str(tmp_path / "x.json")], capsys,
            "'maybe'", "true or false")
     assert not (tmp_path / "x.json").exists()
+
+
+EXPERIMENTS = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fair", "regime", "protocol",
+               "planted", "all")
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+@pytest.mark.parametrize("flags, needles", [
+    (["--preset", "nosuch"], ["'nosuch'", "--preset"]),
+    (["--workers", "-1"], ["'-1'", "--workers"]),
+    (["--threads", "two"], ["'two'", "--threads"]),
+])
+def test_every_experiment_answers_bad_input_in_one_line(tmp_path, capsys, name, flags, needles):
+    import importlib
+
+    main = importlib.import_module(f"experiments.{name}").main
+    _fails(main, [*flags, "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")], capsys, *needles)
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()
+
+
+def test_threads_default_to_one_and_take_effect_as_parsed():
+    """One torch thread per process unless asked: torch's default collapses when cores are shared."""
+    import torch
+
+    from experiments.report import figure_parser
+    from hlsm.cli import THREADS
+
+    before = torch.get_num_threads()
+    try:
+        a = figure_parser("prog", "doc").parse_args([])
+        assert a.threads == THREADS and torch.get_num_threads() == THREADS
+        figure_parser("prog", "doc").parse_args(["--threads", "2"])
+        assert torch.get_num_threads() == 2
+        figure_parser("prog", "doc").parse_args(["--threads", "0"])  # 0: leave torch's setting alone
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_progress_off_a_terminal_is_a_line_every_few_percent(capsys):
+    """Written to a log file, a bar writes whole lines, about PROGRESS_LINES of them, not one per update."""
+    from hlsm.runloop import PROGRESS_LINES, progress_bar
+
+    bar = progress_bar(total=1000, desc="sft")
+    for _ in range(1000):
+        bar.update(1)
+    bar.close()
+    lines = capsys.readouterr().err.split("\n")
+    assert "\r" not in "".join(lines) and lines[-1] == ""
+    assert PROGRESS_LINES <= len(lines) - 1 <= PROGRESS_LINES + 3 and lines[-2].startswith("sft: 100%")
