@@ -29,7 +29,7 @@ from pathlib import Path
 from hlsm.checkpoint import CHECKPOINT, POLICY, read_config
 
 # hlsm files that cannot change a training or evaluation result (tools around the runs)
-NOT_RUN_CODE = ("identify", "__main__.py", "cli.py", "demo.py", "integrations")
+NOT_RUN_CODE = ("identify", "__main__.py", "cli.py", "demo.py", "integrations", "tensorboard.py")
 
 
 @functools.cache

@@ -5,6 +5,8 @@ A run directory holds
     config.json       the full run config, plus provenance: git hash (and whether the tree was
                       dirty), seed, torch version, host, start time
     metrics.jsonl     one JSON object per logged step or eval ({"step": k, ...})
+    tb/               the same records' numeric scalars as TensorBoard events, when tensorboard is
+                      installed (``hlsm.tensorboard``)
     checkpoint.pt     the latest full training state: model, optimizer, RNG states, step
     policy.pt         the final model alone (weights + model config), what GRPO / eval load
 
@@ -32,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from hlsm.tensorboard import Mirror
 
 CONFIG, METRICS, CHECKPOINT, POLICY = "config.json", "metrics.jsonl", "checkpoint.pt", "policy.pt"
 SNAPSHOTS = "snapshots"  # policies along training (train(..., snapshot_every=N)), for drift figures
@@ -225,34 +229,46 @@ def read_config(run: str | Path) -> dict:
 
 
 class MetricsLog:
-    """Appends one JSON line per record to ``metrics.jsonl``.
+    """Appends one JSON line per record to ``metrics.jsonl``, and mirrors it to TensorBoard events.
 
     ``truncate(step)`` drops records after ``step`` (a resumed run re-logs them), so the log of a
-    resumed run equals that of an uninterrupted one.
+    resumed run equals that of an uninterrupted one; ``close()`` completes the event files.
     """
 
     def __init__(self, run: str | Path, enabled: bool = True):
         self.path = Path(run) / METRICS
         self.enabled = enabled
+        self.tensorboard = Mirror(run)  # opens nothing until the first record
 
     def log(self, record: dict) -> None:
         if not self.enabled:
             return
         with open(self.path, "a") as f:
             f.write(json.dumps(record, default=float) + "\n")
+        self.tensorboard.log(record)
 
     def reset(self) -> None:
         """Drop every record: a run starting over (no checkpoint to resume) logs from scratch."""
-        if self.enabled and self.path.exists():
+        if not self.enabled:
+            return
+        self.tensorboard.reset()
+        if self.path.exists():
             self.path.unlink()
 
     def truncate(self, step: int) -> None:
-        if not self.enabled or not self.path.exists():
+        if not self.enabled:
+            return
+        self.tensorboard.truncate(step)
+        if not self.path.exists():
             return
         lines = self.path.read_text().splitlines()
         keep = [line for line in lines if json.loads(line).get("step", 0) <= step]
         text = "".join(line + "\n" for line in keep)
         atomic_write_bytes(self.path, lambda f: f.write(text.encode()))
+
+    def close(self) -> None:
+        """Flush and close the event files (a later record opens new ones)."""
+        self.tensorboard.close()
 
     def read(self) -> list[dict]:
         if not self.path.exists():

@@ -116,6 +116,7 @@ def train(cfg: GRPOConfig, out, resume: bool = False, progress: bool = True,
     cfg.validate()
     dist = init_distributed(cfg.device)
     main, out = dist.is_main, Path(out)
+    log = MetricsLog(out, enabled=main)
     try:
         model, _, fmt, gran = load_init(cfg.init, dist.device)
         split = run_split(cfg)
@@ -124,7 +125,6 @@ def train(cfg: GRPOConfig, out, resume: bool = False, progress: bool = True,
         if main:
             init_run(out, cfg.to_dict(), resume=resume, ignore=RESUME_MAY_CHANGE)
         barrier(dist)
-        log = MetricsLog(out, enabled=main)
         ckpt = start_step(out, resume, log, main)
         start = trainer.load_state_dict(load_checkpoint(ckpt, dist.device)) if ckpt else 0
         log.truncate(start)
@@ -142,6 +142,7 @@ def train(cfg: GRPOConfig, out, resume: bool = False, progress: bool = True,
             save_policy(out, trainer.model, {"step": done, "config": cfg.to_dict()})
         barrier(dist)
     finally:
+        log.close()  # complete event files, even of a killed run; no writer thread outlives the run
         cleanup(dist)
     return GRPOResult(trainer.model, done, metrics, rows, out)
 

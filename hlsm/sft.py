@@ -183,18 +183,20 @@ def train(cfg: SFTConfig, out: str | Path, resume: bool = False, progress: bool 
     """
     cfg.validate()
     dist = init_distributed(cfg.device)
+    log = MetricsLog(out, enabled=dist.is_main)
     try:  # under torchrun, an error anywhere must not leak the process group
-        return _train(cfg, Path(out), resume, progress, snapshot_every, dist)
+        return _train(cfg, Path(out), resume, progress, snapshot_every, dist, log)
     finally:
+        log.close()  # complete event files, even of a killed run; no writer thread outlives the run
         cleanup(dist)
 
 
-def _train(cfg: SFTConfig, out: Path, resume: bool, progress: bool, snapshot_every: int, dist) -> SFTResult:
+def _train(cfg: SFTConfig, out: Path, resume: bool, progress: bool, snapshot_every: int, dist,
+           log: MetricsLog) -> SFTResult:
     main = dist.is_main
     if main:
         init_run(out, cfg.to_dict(), resume=resume, ignore=RESUME_MAY_CHANGE)
     barrier(dist)
-    log = MetricsLog(out, enabled=main)
     run = SFTTrainer(cfg, out, log, dist, progress)
     start, ckpt = run.resume(resume)
     loop = Loop(out, cfg.steps, start, log, dist, cfg.eval_every, cfg.ckpt_every, cfg.log_every, snapshot_every,
