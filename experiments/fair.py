@@ -321,7 +321,7 @@ def plot_grid(rows: list[dict], chosen: dict, lrs, stem: Path) -> None:
 
     from experiments.report import save_figure
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.4))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.8))
     for arm in dict.fromkeys(r["arm"] for r in rows):
         sel = [r for r in rows if r["arm"] == arm]
         means = [mean_ci([r["val_score"] for r in sel if r["lr"] == lr])[0] for lr in lrs]
@@ -338,13 +338,13 @@ def plot_grid(rows: list[dict], chosen: dict, lrs, stem: Path) -> None:
     a.set_xlabel("learning rate (10 warmup updates, then constant)")
     a.set_ylabel("validation score, % ((greedy + T=1) / 2)")
     a.set_title("each arm's rate, chosen on validation (ring)", fontsize=9)
-    a.legend(fontsize=7, ncol=2)
+    a.legend(fontsize=9, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)  # off the data
     b.set_xlabel("updates from the plateau base")
-    b.set_ylabel("greedy accuracy on validation compositions, %")
+    b.set_ylabel("greedy accuracy, validation (%)")
     b.set_title("validation curves at the chosen rates", fontsize=9)
-    b.legend(fontsize=7, ncol=2)
+    b.legend(fontsize=9, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
     n = len({(r["split"], r["seed"]) for r in rows})
-    fig.suptitle(f"Fair test, learning-rate grid: {n} units (mean; dots are units, no interval with 2)", fontsize=10)
+    fig.suptitle(f"Fair test, learning-rate grid: {n} units (mean; dots are units, no interval with 2)", fontsize=11)
     fig.tight_layout()
     save_figure(fig, stem)
     plt.close(fig)
@@ -358,7 +358,7 @@ def plot_table(summary: list[dict], depth: int, stem: Path, units: str = "units 
     import matplotlib.pyplot as plt
 
     from experiments.fig1 import PAPER_TABLE1
-    from experiments.report import save_figure
+    from experiments.report import legend_below, save_figure
 
     conds = [s for s in summary if s["condition"] in COLORS]
     paper = {"base": PAPER_TABLE1["sft"], "grpo_atoms": PAPER_TABLE1["grpo_atoms"], "grpo": PAPER_TABLE1["grpo"]}
@@ -377,11 +377,11 @@ def plot_table(summary: list[dict], depth: int, stem: Path, units: str = "units 
         ax.set_xticks(range(3), [f"unseen L={depth}", f"L={depth + 1}", f"L={depth + 2}"])
         ax.set_title("greedy decoding" if metric == "greedy" else "T = 1 (mean of 8 samples)", fontsize=9)
     axes[0].set_ylabel("accuracy, % (95% t-interval over units)")
-    axes[1].legend(fontsize=7, ncol=2)
     n = conds[0]["n"] if conds else 0
     fig.suptitle(f"Fair test, Table 1: {n} {units}" + (" (1 unit, no interval)" if n == 1 else "")
-                 + "; the paper's L = 4 (stars) used Llama-3.1-8B", fontsize=10)
+                 + "; the paper's L = 4 (stars) is a pretrained LLM's", fontsize=11)
     fig.tight_layout()
+    legend_below(fig, 6)  # one legend for both panels, off the bars
     save_figure(fig, stem)
     plt.close(fig)
 

@@ -13,23 +13,29 @@ L, none of which any run trained on).
 Panels: (left) gain over SFT at L_train on seen vs unseen compositions; (middle) accuracy on
 compound traces one step deeper than training (the paper's OOD L = 4 with L_train = 3; ours is
 L_train + 1); (right) gain over SFT by depth. ``table1.{csv,md}`` puts the paper's numbers beside
-ours. Every number is a mean over units with a 95% t-interval.
+ours. Every number is a mean over units with a 95% t-interval. ``--replot`` only re-draws
+``fig1.png`` / ``.pdf`` from the ``fig1.csv`` in ``--out``: nothing is trained or evaluated.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 from experiments import protocol
 from experiments.engine import deeper_accuracy, deeper_split, parallel
 from experiments.report import (
+    COMMITTED,
     figure_parser,
+    interval_note,
+    legend_below,
     mean_ci,
     output_dir,
     paired,
     pm,
     provenance,
+    read_csv,
     save_figure,
     write_csv,
     write_json,
@@ -127,61 +133,143 @@ def table1(urows: list[dict], depth: int) -> tuple[list[dict], str]:
         lines.append(f"| `{a}` − `{b}` | {'—' if paper is None else f'{paper:+.1f}'} | "
                      + " | ".join(pm(m, h, "+") for m, h, _ in diffs) + " |")
     n = out[0]["n"] if out else 0
-    lines.append(f"\nAccuracy in %, mean ± 95% t-interval over {n} units (split x seed); differences paired "
-                 f"within units. The paper's L = 4 is our L = {depth + 1} (L_train + 1).")
+    spread = "1 unit (split x seed), no interval" if n == 1 else f"mean ± 95% t-interval over {n} units (split x seed)"
+    lines.append(f"\nAccuracy in %, {spread}; differences paired within units. The paper's L = 4 is our "
+                 f"L = {depth + 1} (L_train + 1).")
     return out, "\n".join(lines) + "\n"
 
 
+# short names for ticks and the shared legend (LABELS, the long ones, go into the tables)
+SHORT = {"sft": "SFT", "grpo": "+RL, compound traces", "grpo_atoms": "+RL, atoms",
+         "control": "+labelled SFT, compound RL prompts (control)",
+         "control_atoms": "+labelled SFT, atom RL prompts (control)"}
+TICKS = {"sft": "SFT", "grpo": "+RL\ncompound", "grpo_atoms": "+RL\natoms", "control": "+labelled\ncompound",
+         "control_atoms": "+labelled\natoms"}
+COLORS = {"sft": "0.5", "grpo": "tab:blue", "grpo_atoms": "tab:orange", "control": "tab:green",
+          "control_atoms": "tab:olive"}
+# what the paper's numbers are called on the figure (docs/design.md §paper: its Table 1, L = 4, L_train = 3)
+PAPER_DEPTH = 4  # the depth of the paper's Table 1 (its L_train = 3)
+PAPER_LABEL = f"paper (a pretrained LLM), its Table 1 at L = {PAPER_DEPTH}"
+FIGSIZE = (13, 4.6)  # inches; 1,690 px at save_figure's 130 dpi, read at ~1,000 px in a README
+FONT = 11  # points, ticks and labels; titles one point larger
+DODGE = 0.08  # depth units between the conditions' points at one depth (right panel)
+
+
+def _row(plotted: list[dict], panel: str, cond: str, **where) -> dict:
+    return next(p for p in plotted if p["panel"] == panel and p["condition"] == cond
+                and all(p[k] == v for k, v in where.items()))
+
+
+def _err(ci95: float) -> float:
+    """An error bar in points; NaN, which matplotlib leaves undrawn (no cap either), where one unit
+    gives no interval."""
+    return 100 * ci95
+
+
+def _top(r: dict) -> float:
+    """The top of a bar with its error bar, in points (the bar alone when it has none)."""
+    return 100 * r["mean"] + (100 * r["ci95"] if r["ci95"] == r["ci95"] else 0.0)
+
+
 def plot(plotted: list[dict], depth: int, stem: Path) -> None:
+    """The three panels of ``plotted`` (``plotted_rows``) with one legend under them; the paper's
+    numbers as hatched bars beside ours where it reports one (the middle panel)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
-    colors = {"sft": "0.5", "grpo": "tab:blue", "grpo_atoms": "tab:orange", "control": "tab:green",
-              "control_atoms": "tab:olive"}
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    ax = axes[0]
-    conds = [c for c in CONDITIONS if c != "sft"]
-    for i, s in enumerate(("seen", "unseen")):
+    n = max((p["n"] for p in plotted), default=0)
+    with plt.rc_context({"font.size": FONT, "axes.titlesize": FONT + 1}):
+        fig, axes = plt.subplots(1, 3, figsize=FIGSIZE, gridspec_kw={"width_ratios": (1, 1.4, 1.1)})
+        conds = [c for c in CONDITIONS if c != "sft"]
+        ax = axes[0]
+        width = 0.8 / len(conds)
+        for i, s in enumerate(("seen", "unseen")):
+            for j, c in enumerate(conds):
+                r = _row(plotted, "gain_at_Ltrain", c, set=s)
+                ax.bar(i + (j - (len(conds) - 1) / 2) * width, 100 * r["mean"], width * 0.9,
+                       yerr=_err(r["ci95"]), color=COLORS[c], capsize=3)
+        ax.axhline(0, color="k", lw=0.8)
+        if all(p["mean"] == 0 for p in plotted if p["panel"] == "gain_at_Ltrain"):
+            # zero-height bars draw nothing: say so, or the panel reads as empty
+            ax.text(0.5, 0.75, "every gain is 0.0 points", transform=ax.transAxes, ha="center")
+        ax.set_xticks([0, 1], [f"seen\n(L = {depth})", f"unseen\n(L = {depth})"])
+        ax.set_ylabel("accuracy gain over SFT (points)")
+        ax.set_title(f"gain at L_train = {depth}")
+
+        ax = axes[1]  # ours and, beside it, the paper's where it reports the setting
+        for j, c in enumerate(CONDITIONS):
+            r = _row(plotted, "accuracy_by_depth", c, depth=depth + 1)
+            paper = PAPER_TABLE1.get(c)
+            x = j - 0.2 if paper is not None else j
+            ax.bar(x, 100 * r["mean"], 0.4, yerr=_err(r["ci95"]), color=COLORS[c], capsize=3)
+            ax.annotate(f"{100 * r['mean']:.1f}", (x, _top(r)), xytext=(0, 2),
+                        textcoords="offset points", ha="center", va="bottom", fontsize=FONT - 2)
+            if paper is not None:
+                ax.bar(j + 0.2, paper, 0.4, color="white", edgecolor=COLORS[c], hatch="//", lw=1.2)
+                ax.annotate(f"{paper:.1f}", (j + 0.2, paper), xytext=(0, 2), textcoords="offset points",
+                            ha="center", va="bottom", fontsize=FONT - 2)
+        ax.set_xticks(range(len(CONDITIONS)), [TICKS[c] for c in CONDITIONS], fontsize=FONT - 2)
+        ax.set_ylabel("accuracy (%)")
+        tops = [_top(p) for p in plotted
+                if p["panel"] == "accuracy_by_depth" and p["depth"] == depth + 1 and p["mean"] == p["mean"]]
+        ax.set_ylim(0, 1.15 * max(tops + list(PAPER_TABLE1.values())))  # room for the value labels
+        ax.set_title(f"compound traces one step deeper, L = {depth + 1}"
+                     + ("" if depth + 1 == PAPER_DEPTH else f"\n(the paper's bars: its L = {PAPER_DEPTH})"))
+
+        ax = axes[2]
         for j, c in enumerate(conds):
-            r = next(p for p in plotted if p["panel"] == "gain_at_Ltrain" and p["condition"] == c and p["set"] == s)
-            ax.bar(i + (j - 1.5) * 0.2, 100 * r["mean"], 0.18, yerr=100 * r["ci95"], color=colors[c], capsize=3,
-                   label=LABELS[c] if i == 0 else None)
-    ax.axhline(0, color="k", lw=0.8)
-    ax.set_xticks([0, 1], [f"seen (L={depth})", f"unseen (L={depth})"])
-    ax.set_ylabel("accuracy gain over SFT (points)")
-    ax.set_title("RL gain at L_train")
-    ax.legend(fontsize=7)
-    ax = axes[1]
-    for j, c in enumerate(CONDITIONS):
-        r = next(p for p in plotted if p["panel"] == "accuracy_by_depth" and p["condition"] == c
-                 and p["depth"] == depth + 1)
-        ax.bar(j, 100 * r["mean"], 0.6, yerr=100 * r["ci95"], color=colors[c], capsize=3)
-    ax.set_xticks(range(len(CONDITIONS)), ["SFT", "+RL compound", "+RL atoms", "+labelled\ncompounds",
-                                           "+labelled\natoms"], fontsize=8)
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"OOD compound traces, L = {depth + 1}")
-    ax = axes[2]
-    for c in conds:
-        rs = sorted((p for p in plotted if p["panel"] == "gain_by_depth" and p["condition"] == c),
-                    key=lambda p: p["depth"])
-        ax.errorbar([p["depth"] for p in rs], [100 * p["mean"] for p in rs], [100 * p["ci95"] for p in rs],
-                    color=colors[c], marker="o", capsize=3, label=LABELS[c])
-    ax.axhline(0, color="k", lw=0.8)
-    ax.set_xticks([1, depth, depth + 1, depth + 2])
-    ax.set_xlabel("composition depth L (1: atoms; L_train: unseen compositions)")
-    ax.set_ylabel("accuracy gain over SFT (points)")
-    ax.set_title("gain by depth")
-    fig.suptitle("Finding 1: mean over (split, seed) units, 95% t-intervals", fontsize=9)
-    fig.tight_layout()
-    save_figure(fig, stem)
-    plt.close(fig)
+            rs = sorted((p for p in plotted if p["panel"] == "gain_by_depth" and p["condition"] == c),
+                        key=lambda p: p["depth"])
+            dodge = (j - (len(conds) - 1) / 2) * DODGE  # side by side, so the intervals do not hide each other
+            ax.errorbar([p["depth"] + dodge for p in rs], [100 * p["mean"] for p in rs],
+                        [_err(p["ci95"]) for p in rs], color=COLORS[c], marker="o", capsize=3)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xticks([1, depth, depth + 1, depth + 2], ["1\natoms", f"{depth}\nunseen", str(depth + 1),
+                                                         str(depth + 2)])
+        ax.set_xlabel("composition depth L")
+        ax.set_ylabel("accuracy gain over SFT (points)")
+        ax.set_title("gain by depth")
+
+        handles = [Patch(color=COLORS[c], label=SHORT[c]) for c in CONDITIONS]
+        handles.append(Patch(facecolor="white", edgecolor="0.3", hatch="//", label=PAPER_LABEL))
+        fig.suptitle(f"Finding 1. Ours: {interval_note(n)}. Hatched: the paper's Table 1",
+                     fontsize=FONT + 1)
+        fig.tight_layout()
+        legend_below(fig, 3, handles)
+        save_figure(fig, stem)
+        plt.close(fig)
+
+
+def read_plotted(path: Path) -> list[dict]:
+    """``fig1.csv`` back as ``plotted_rows`` gave it: numbers as numbers (the CSV holds them in full)."""
+    return [dict(r, depth=int(r["depth"]), mean=float(r["mean"]), ci95=float(r["ci95"]), n=int(r["n"]))
+            for r in read_csv(path)]
+
+
+def replot(out: Path) -> int:
+    """Re-draw ``out/fig1.{png,pdf}`` from ``out/fig1.csv`` alone: no run, no evaluation, no number
+    changed (the CSV and JSON stay as they are). The preset, for the non-committed mark, is the
+    one ``out/fig1.json`` records."""
+    meta = json.loads((out / "fig1.json").read_text()) if (out / "fig1.json").exists() else {}
+    output_dir(str(out), meta.get("args", {}).get("preset", "cpu"))
+    plotted = read_plotted(out / "fig1.csv")
+    depth = next(p["depth"] for p in plotted if p["panel"] == "gain_at_Ltrain")
+    plot(plotted, depth, out / "fig1")
+    print(f"re-drawn from {out / 'fig1.csv'} -> {out / 'fig1.png'}")
+    return 0
 
 
 def main(argv=None) -> int:
     ap = figure_parser("python -m experiments.fig1", __doc__, protocol.PRESETS)
+    ap.add_argument("--replot", action="store_true",
+                    help="only re-draw fig1.png/.pdf from the fig1.csv in --out (default paper_figures/); "
+                         "trains and evaluates nothing")
     a = ap.parse_args(argv)
+    if a.replot:
+        return replot(Path(a.out) if a.out else COMMITTED)
     a.out = str(output_dir(a.out, a.preset))
     t0 = time.time()
     cfg = protocol.StudyConfig(a.preset, tuple(a.seeds), tuple(a.splits), ("grpo", "grpo_atoms"), "core",

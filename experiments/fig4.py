@@ -20,12 +20,14 @@ Both panels write ``fig4.*``; ``--panels top`` or ``--panels bottom`` alone writ
 
 from __future__ import annotations
 
+import textwrap
 import time
 from pathlib import Path
 
 from experiments import protocol
 from experiments.report import (
     figure_parser,
+    interval_note,
     mean_ci,
     output_dir,
     paired,
@@ -49,6 +51,7 @@ LABELS = {"sft": "SFT", "grpo_inside": "+RL inside SFT support", "grpo": "+RL be
           "sft_atoms": "SFT: atomic traces", "sft_atoms+grpo": "atomic SFT + RL",
           "sft_atoms+control": "atomic SFT + labelled control"}
 SETS = (UNSEEN, RL_PROMPTS, SEEN)
+TICK_WRAP = 20  # characters per line of a set's name under its bars
 BOTTOM_SETS = (UNSEEN, UNSEEN_MISSING, UNSEEN_COVERED, RL_PROMPTS, SEEN)
 SET_LABELS = {UNSEEN: "unseen compositions (held out)", UNSEEN_MISSING: "unseen, using a missing skill",
               UNSEEN_COVERED: "unseen, using none", RL_PROMPTS: "RL compositions", SEEN: "SFT compositions"}
@@ -90,7 +93,8 @@ def plot(plotted: list[dict], stem: Path) -> None:
         ("top", "RL data inside vs beyond the SFT support"),
         ("bottom", "SFT covering every skill through compound traces vs SFT missing some"))
         if any(p["panel"] == panel for p in plotted)]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.75 * len(panels)), squeeze=False)
+    n = max((p["n"] for p in plotted), default=0)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(11, 4.8 * len(panels)), squeeze=False)
     for ax, (panel, title) in zip(axes[:, 0], panels):
         rs = [p for p in plotted if p["panel"] == panel]
         conds, sets = list(dict.fromkeys(p["condition"] for p in rs)), list(dict.fromkeys(p["set"] for p in rs))
@@ -101,12 +105,14 @@ def plot(plotted: list[dict], stem: Path) -> None:
             ax.bar([i + (j - (len(conds) - 1) / 2) * w for i in range(len(sets))], [100 * v["mean"] for v in vals],
                    w, yerr=[100 * (0 if v["ci95"] != v["ci95"] else v["ci95"]) for v in vals], capsize=2,
                    color=cmap(j), label=LABELS[c])
-        ax.set_xticks(range(len(sets)), [SET_LABELS[s] for s in sets], fontsize=8)
+        # set names wrapped so that five of them side by side do not run together
+        ax.set_xticks(range(len(sets)), [textwrap.fill(SET_LABELS[s], TICK_WRAP) for s in sets], fontsize=10)
         ax.set_ylabel("accuracy (%)")
         ax.set_ylim(0, 100)
-        ax.legend(fontsize=7, ncol=2, loc="upper right")
-        ax.set_title(title, fontsize=10)
-    fig.suptitle("Finding 4: mean over (split, seed) units, 95% t-intervals", fontsize=9)
+        # under the axes, not over the bars
+        ax.legend(fontsize=9, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+        ax.set_title(title, fontsize=11)
+    fig.suptitle(f"Finding 4: {interval_note(n)}", fontsize=11)
     fig.tight_layout()
     save_figure(fig, stem)
     plt.close(fig)

@@ -24,7 +24,18 @@ from pathlib import Path
 import numpy as np
 
 from experiments import protocol
-from experiments.report import figure_parser, mean_ci, output_dir, provenance, save_figure, write_csv, write_json
+from experiments.report import (
+    figure_parser,
+    interval_note,
+    legend_below,
+    mean_ci,
+    output_dir,
+    panel_grid,
+    provenance,
+    save_figure,
+    write_csv,
+    write_json,
+)
 from experiments.runs import cached_json
 from hlsm.names import EVAL_HELDOUT_ATOMS, probe_stream
 
@@ -135,6 +146,9 @@ def summarize(probe: list[dict], causal: list[dict]) -> list[dict]:
     return out
 
 
+DODGE = 0.07  # layers apart between the models' points at one layer, so that no interval hides another
+
+
 def plot(summary: list[dict], stem: Path) -> None:
     import matplotlib
 
@@ -145,27 +159,32 @@ def plot(summary: list[dict], stem: Path) -> None:
     panels = [("probe", "ident", "seen"), ("probe", "ident", "unseen"), ("probe", "selectivity", "unseen"),
               ("causal", "interchange", "unseen")]
     targets = list(dict.fromkeys(r["target"] for r in summary))
-    fig, axes = plt.subplots(len(targets), len(panels), figsize=(4 * len(panels), 3.3 * len(targets)), squeeze=False)
+    # two panels to a row, so that a README's ~1,000 px leave each one readable
+    fig, flat = panel_grid(len(targets) * len(panels), (4.8, 3.4), ncols=2)
     colors = {"random": "0.6", "sft": "tab:gray", "rl": "tab:blue", "control": "tab:green"}
+    n = max((r["n"] for r in summary), default=0)
     for i, target in enumerate(targets):
         for j, (what, metric, ev) in enumerate(panels):
-            ax = axes[i][j]
-            for m in MODELS:
+            ax = flat[i * len(panels) + j]
+            for k, m in enumerate(MODELS):
+                xs = np.arange(len(layers)) + (k - (len(MODELS) - 1) / 2) * DODGE
                 pts = [next(r for r in summary if r["what"] == what and r["target"] == target and r["model"] == m
                             and r["layer"] == layer and r["metric"] == metric and r["eval"] == ev)
                        for layer in layers]
                 ys = np.array([p["mean"] for p in pts], float)
                 hs = np.nan_to_num(np.array([p["ci95"] for p in pts], float))
-                ax.errorbar(range(len(layers)), ys, yerr=hs, color=colors[m], marker="o", ms=3, capsize=2,
+                ax.errorbar(xs, ys, yerr=hs, color=colors[m], marker="o", ms=3, capsize=2,
                             label=LABELS[m], ls="--" if m == "random" else "-")
-            ax.set_xticks(range(len(layers)), layers, fontsize=7)
+            ax.set_xticks(range(len(layers)), layers, fontsize=9)
+            ax.set_xlabel("layer")
+            ax.set_ylabel(metric)
             ax.set_ylim(-0.2 if metric == "selectivity" else 0, 1.02)
             ax.axhline(0, color="k", lw=0.5)
-            ax.set_title(f"{target}: {metric} ({ev} compositions)", fontsize=9)
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle("Probes per layer: identification score (>= 0.9: identified), selectivity, causal interchange; "
-                 "mean over units, 95% t-intervals", fontsize=9)
+            ax.set_title(f"{target}: {metric} ({ev} compositions)", fontsize=10)
+    fig.suptitle("Probes per layer: identification score (>= 0.9: identified), selectivity, causal interchange\n"
+                 f"{interval_note(n)}", fontsize=11)
     fig.tight_layout()
+    legend_below(fig, len(MODELS))
     save_figure(fig, stem)
     plt.close(fig)
 

@@ -21,7 +21,18 @@ from pathlib import Path
 import numpy as np
 
 from experiments import protocol
-from experiments.report import figure_parser, mean_ci, output_dir, provenance, save_figure, write_csv, write_json
+from experiments.report import (
+    figure_parser,
+    interval_note,
+    legend_below,
+    mean_ci,
+    output_dir,
+    panel_grid,
+    provenance,
+    save_figure,
+    write_csv,
+    write_json,
+)
 from experiments.runs import cached_json, run_all
 from hlsm.checkpoint import snapshots
 from hlsm.names import drift_stream
@@ -151,7 +162,7 @@ def plot(summary: list[dict], rows: list[dict], stem: Path) -> None:
               ("unseen_profile_drift", "per-skill profile drift: unseen"),
               ("seen_skill_min", "weakest skill's step accuracy: seen"),
               ("unseen_answer", "answer accuracy: unseen")]
-    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(3.4 * (len(panels) + 1), 3.4))
+    fig, axes = panel_grid(len(panels) + 1, (4.2, 3.3))  # three to a row: readable ~1,000 px wide
     colors = {"grpo": "tab:blue", "control": "tab:green"}
     for ax, (k, title) in zip(axes, panels):
         for name in CONDITIONS:
@@ -161,9 +172,8 @@ def plot(summary: list[dict], rows: list[dict], stem: Path) -> None:
             hs = np.nan_to_num(np.array([p[f"{k}_ci95"] for p in pts], float))
             ax.plot(xs, ys, color=colors[name], marker="o", ms=3, label=CONDITIONS[name])
             ax.fill_between(xs, ys - hs, ys + hs, color=colors[name], alpha=0.15)
-        ax.set_title(title, fontsize=8)
-        ax.set_xlabel("step")
-    axes[0].legend(fontsize=6)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("RL (or control) step")
     ax = axes[-1]  # the final per-skill profile change (unseen), mean over units
     last = max(r["step"] for r in rows)
     skills = sorted({k[len("unseen_skill["):-1] for r in rows for k in r if k.startswith("unseen_skill[")})
@@ -176,12 +186,15 @@ def plot(summary: list[dict], rows: list[dict], stem: Path) -> None:
             d.append(np.mean([r[k] - start[(r["split"], r["seed"])] for r in rows
                               if r["condition"] == name and r["step"] == last]))
         ax.barh(np.arange(len(skills)) + (j - 0.5) * w, d, w, color=colors[name])
-    ax.set_yticks(range(len(skills)), skills, fontsize=7)
+    ax.set_yticks(range(len(skills)), skills, fontsize=9)
     ax.axvline(0, color="k", lw=0.6)
-    ax.set_title(f"unseen per-skill change at step {last}", fontsize=8)
-    fig.suptitle("Drift along training from the same SFT base: GRPO vs labelled continued SFT; mean over units, "
-                 "95% t-bands", fontsize=9)
+    ax.set_xlabel("change in step accuracy (mean over units, no interval)")
+    ax.set_title(f"unseen per-skill change at step {last}", fontsize=10)
+    n = max((r["n"] for r in summary), default=0)
+    fig.suptitle("Drift along training from the same SFT base: GRPO vs labelled continued SFT\n"
+                 f"{interval_note(n, band='bands')}", fontsize=11)
     fig.tight_layout()
+    legend_below(fig, len(CONDITIONS))
     save_figure(fig, stem)
     plt.close(fig)
 

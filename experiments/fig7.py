@@ -20,9 +20,12 @@ from experiments import protocol
 from experiments.report import (
     figure_parser,
     grpo_regime,
+    interval_note,
+    legend_below,
     mean_ci,
     output_dir,
     paired,
+    panel_grid,
     provenance,
     save_figure,
     write_csv,
@@ -81,19 +84,21 @@ def plot(summary: list[dict], stem: Path) -> None:
               ("step", "unseen", "trace-step accuracy, unseen"),
               ("right_answer_wrong_trace", "unseen", "right answer, wrong trace: unseen"),
               ("right_answer_wrong_trace", "rl_prompts", "right answer, wrong trace: RL compositions")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.6))
+    fig, axes = panel_grid(len(panels), (4.2, 3.4))  # three to a row: readable ~1,000 px wide
     cmap = plt.get_cmap("tab10")
     for ax, (m, s, title) in zip(axes, panels):
         rs = [next(r for r in summary if r["condition"] == c and r["set"] == s) for c in CONDITIONS]
         ax.bar(range(len(CONDITIONS)), [100 * r[f"{m}_mean"] for r in rs],
                yerr=[0 if r[f"{m}_ci95"] != r[f"{m}_ci95"] else 100 * r[f"{m}_ci95"] for r in rs], capsize=2,
-               color=[cmap(i) for i in range(len(CONDITIONS))])
-        ax.set_xticks(range(len(CONDITIONS)), [LABELS[c] for c in CONDITIONS], rotation=35, ha="right", fontsize=7)
-        ax.set_title(title, fontsize=8)
+               color=[cmap(i) for i in range(len(CONDITIONS))],
+               label=[LABELS[c] for c in CONDITIONS])
+        ax.set_xticks([])  # the bars are named once, in the legend under the figure
+        ax.set_title(title, fontsize=10)
         ax.set_ylabel("%")
-    fig.suptitle("Reward design: outcome-only vs composite structural reward; mean over (split, seed) units, "
-                 "95% t-intervals", fontsize=9)
+    n = max((r["n"] for r in summary), default=0)
+    fig.suptitle(f"Reward design: outcome-only vs composite structural reward; {interval_note(n)}", fontsize=11)
     fig.tight_layout()
+    legend_below(fig, len(CONDITIONS))
     save_figure(fig, stem)
     plt.close(fig)
 

@@ -40,7 +40,16 @@ from pathlib import Path
 import numpy as np
 
 from experiments import heldout, protocol
-from experiments.report import figure_parser, output_dir, partial_stem, provenance, save_figure, write_csv, write_json
+from experiments.report import (
+    figure_parser,
+    legend_below,
+    output_dir,
+    partial_stem,
+    provenance,
+    save_figure,
+    write_csv,
+    write_json,
+)
 from experiments.runs import cached_json, posthoc_eval
 from hlsm.identify import (
     INTERFACES,
@@ -292,7 +301,10 @@ def plot(summary: list[dict], rows: list[dict], stem: Path) -> None:
 
     names = [criterion_name(k, p) for k, p in CRITERIA]
     scopes = list(dict.fromkeys(s["scope"] for s in summary))
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
+    # the two AUROC panels side by side, the scatter under them at full width: readable ~1,000 px wide
+    fig = plt.figure(figsize=(12, 8.6))
+    grid = fig.add_gridspec(2, 2)
+    axes = [fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1]), fig.add_subplot(grid[1, :])]
     w = 0.8 / len(scopes)
     cmap = plt.get_cmap("tab10")
     for ax, col, title in ((axes[0], "auroc", "AUROC: binary prediction"),
@@ -305,10 +317,10 @@ def plot(summary: list[dict], rows: list[dict], stem: Path) -> None:
             hi = [0 if y != y or r[f"{col}_hi"] != r[f"{col}_hi"] else r[f"{col}_hi"] - y for y, r in zip(ys, rs)]
             ax.bar(xs, [0 if y != y else y for y in ys], w, yerr=[lo, hi], capsize=2, color=cmap(j), label=sc)
         ax.axhline(0.5, color="k", lw=0.8, ls=":")
-        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
+        ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=9)
         ax.set_ylim(0, 1)
-        ax.set_title(title + " (0.5: chance; primary: module)", fontsize=9)
-    axes[0].legend(fontsize=7)
+        ax.set_ylabel("AUROC (95% bootstrap interval over runs)")
+        ax.set_title(title + "\n(0.5: chance; primary criterion: module)", fontsize=10)
     ax = axes[2]  # the primary criterion's graded score against accuracy, per (run, target)
     col = f"score[{criterion_name(*PRIMARY)}]"
     for j, sc in enumerate(scopes[1:]):
@@ -317,12 +329,12 @@ def plot(summary: list[dict], rows: list[dict], stem: Path) -> None:
         jitter = np.random.default_rng(j).uniform(-0.015, 0.015, len(sel))
         ax.scatter([r[col] + d for r, d in zip(sel, jitter)], [r["accuracy"] for r in sel], s=6, alpha=0.35,
                    color=cmap(j + 1), label=sc)
-    ax.set_xlabel("graded prediction (module key): identified / covered fraction")
+    ax.set_xlabel("graded prediction (module key): identified / covered fraction (jittered)")
     ax.set_ylabel("trained accuracy on the composition")
-    ax.legend(fontsize=7)
-    ax.set_title("per (run, unseen composition)", fontsize=9)
-    fig.suptitle("Theory vs experiment: identification checker's prediction vs trained accuracy", fontsize=9)
+    ax.set_title("per (run, unseen composition)", fontsize=10)
+    fig.suptitle("Theory vs experiment: identification checker's prediction vs trained accuracy", fontsize=11)
     fig.tight_layout()
+    legend_below(fig, len(scopes))  # one colour per scope in all three panels
     save_figure(fig, stem)
     plt.close(fig)
 

@@ -36,8 +36,10 @@ from pathlib import Path
 from experiments import protocol
 from experiments.engine import base_config, eval_points, final_accuracy, grpo_config, train_units
 from experiments.report import (
+    README_COLUMNS,
     figure_parser,
     grpo_regime,
+    interval_note,
     mean_ci,
     output_dir,
     paired,
@@ -209,10 +211,14 @@ def plot(curve: list[dict], figure: str, stem: Path) -> None:
     import matplotlib.pyplot as plt
 
     tags = ("", "+replay") if any(c["condition"].endswith("+replay") for c in curve) else ("",)
-    fig, axes = plt.subplots(len(tags), len(SUPPORTS), figsize=(4.2 * len(SUPPORTS), 3.4 * len(tags) + 0.4),
+    # three panels to a row (readable ~1,000 px wide), two rows per tag; the sixth cell holds the legend
+    rows_per_tag = -(-(len(SUPPORTS) + 1) // README_COLUMNS)
+    fig, axes = plt.subplots(rows_per_tag * len(tags), README_COLUMNS,
+                             figsize=(4.2 * README_COLUMNS, 3.3 * rows_per_tag * len(tags) + 0.4),
                              sharey=True, squeeze=False)
     for row, tag in enumerate(tags):
-        for ax, sup in zip(axes[row], SUPPORTS):
+        cells = list(axes[row * rows_per_tag:(row + 1) * rows_per_tag].flat)
+        for ax, sup in zip(cells, SUPPORTS):
             for n, (color, ls) in STYLE.items():
                 pts = [c for c in curve if c["condition"] == n + tag and c["support"] == sup]
                 if not pts:
@@ -223,14 +229,18 @@ def plot(curve: list[dict], figure: str, stem: Path) -> None:
                 ax.plot(xs, ys, color=color, ls=ls, label=(n + tag).replace("_", " "))
                 ax.fill_between(xs, [y - h for y, h in zip(ys, hs)], [y + h for y, h in zip(ys, hs)], color=color,
                                 alpha=0.12)
-            ax.set_title(TITLES[sup] + (" (+ SFT replay)" if tag else ""), fontsize=9)
+            ax.set_title(TITLES[sup] + (" (+ SFT replay)" if tag else ""), fontsize=10)
             ax.set_xlabel("RL (or control) step")
             ax.set_ylim(0, 100)
-        axes[row][0].set_ylabel("greedy accuracy (%)")
-        axes[row][0].legend(fontsize=7)
+            if ax.get_subplotspec().is_first_col():  # the panels share their y axis
+                ax.set_ylabel("greedy accuracy (%)")
+        for ax in cells[len(SUPPORTS):]:  # the spare cell: this row's legend, clear of every curve
+            ax.set_axis_off()
+            ax.legend(*cells[0].get_legend_handles_labels(), loc="center", fontsize=10, frameon=False)
     what = "skills" if SETUPS[figure]["kind"] == "skill" else "routings"
-    fig.suptitle(f"{figure}: held-out {what} reintroduced in RL as atoms vs inside compositions "
-                 "(solid: GRPO, dotted: labelled control); mean over units, 95% t-band", fontsize=9)
+    n = max((c["n"] for c in curve), default=0)
+    fig.suptitle(f"{figure}: held-out {what} reintroduced in RL as atoms vs inside compositions\n"
+                 f"solid: GRPO, dotted: labelled control; {interval_note(n, band='bands')}", fontsize=11)
     fig.tight_layout()
     save_figure(fig, stem)
     plt.close(fig)

@@ -31,6 +31,8 @@ from pathlib import Path
 from experiments.engine import base_config, train_units
 from experiments.report import (
     figure_parser,
+    interval_note,
+    legend_below,
     mean_ci,
     output_dir,
     paired,
@@ -199,7 +201,7 @@ def plot(summary: list[dict], formats, stem: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(formats), figsize=(4.5 * len(formats), 3.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(formats), figsize=(max(6.0, 4.5 * len(formats)), 3.8), squeeze=False)
     for ax, fmt in zip(axes[0], formats):
         for j, s in enumerate(SUPPORTS):
             vals = [next(r for r in summary if r["kind"] == "accuracy" and r["format"] == fmt and r["support"] == s
@@ -207,14 +209,16 @@ def plot(summary: list[dict], formats, stem: Path) -> None:
             ax.bar([i + (j - 0.5) * 0.38 for i in range(len(EVALS))], [100 * v["mean"] for v in vals], 0.38,
                    yerr=[100 * (0 if v["ci95"] != v["ci95"] else v["ci95"]) for v in vals], capsize=2,
                    label={"together": "pair only together (unidentified)", "apart": "twin (identified)"}[s])
-        ax.set_xticks(range(len(EVALS)), ["SFT compositions", "separating L = 2", "pair swapped"], fontsize=8)
+        ax.set_xticks(range(len(EVALS)), ["SFT compositions", "separating L = 2", "pair swapped"], fontsize=9)
         ax.set_ylim(0, 100)
         ax.set_ylabel("accuracy (%)")
         ax.set_title(f"{fmt} traces", fontsize=10)
-        ax.legend(fontsize=7)
-    fig.suptitle("Planted test: skills SFT only shows together vs an identifiable twin (mean over seeds, 95% t)",
-                 fontsize=9)
+    n = max((r["n"] for r in summary if r["kind"] == "accuracy"), default=0)
+    # two lines: one format makes a narrow figure, and a one-line title would be cut at its sides
+    fig.suptitle("Planted test: skills SFT only shows together vs an identifiable twin\n"
+                 f"{interval_note(n, 'seeds')}", fontsize=11)
     fig.tight_layout()
+    legend_below(fig, 2)
     save_figure(fig, stem)
     plt.close(fig)
 

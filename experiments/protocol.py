@@ -37,7 +37,18 @@ from experiments.engine import (
     posthoc_accuracy,
     train_units,
 )
-from experiments.report import figure_parser, mean_ci, output_dir, provenance, save_figure, write_csv, write_json
+from experiments.report import (
+    figure_parser,
+    interval_note,
+    mean_ci,
+    output_dir,
+    panel_grid,
+    pm,
+    provenance,
+    save_figure,
+    write_csv,
+    write_json,
+)
 from hlsm.checkpoint import read_metrics
 from hlsm.control import labelled_control
 from hlsm.names import DEEPER, RL_ATOMS, RL_INSIDE, RL_PROMPTS, SEEN, SFT_MISSING, UNSEEN
@@ -273,12 +284,6 @@ def summarize(rows: list[dict]) -> list[dict]:
 def markdown(summary: list[dict]) -> str:
     """The summary as a Markdown table: accuracy per support, and unseen differences to control and base."""
 
-    def pm(m, h, signed=False):
-        if m is None or m != m:
-            return "—"
-        h = "" if h != h else f" ± {100 * h:.1f}"
-        return (f"{100 * m:+.1f}" if signed else f"{100 * m:.1f}") + h
-
     by = {(r["condition"], r["support"]): r for r in summary}
     names = list(dict.fromkeys(r["condition"] for r in summary))
     lines = ["| condition | unseen | unseen − control | unseen − base | seen | RL prompts | deeper | zero-std groups |",
@@ -287,8 +292,8 @@ def markdown(summary: list[dict]) -> str:
         u = by[(n, "unseen")]
         z = u.get("zero_std_frac")
         z = "—" if z in (None, "") else f"{100 * float(z):.0f}%"
-        cells = [pm(u["mean"], u["ci95"]), pm(u["vs_control_mean"], u["vs_control_ci95"], True),
-                 pm(u["vs_base_mean"], u["vs_base_ci95"], True)]
+        cells = [pm(u["mean"], u["ci95"]), pm(u["vs_control_mean"], u["vs_control_ci95"], "+"),
+                 pm(u["vs_base_mean"], u["vs_base_ci95"], "+")]
         cells += [pm(by[(n, s)]["mean"], by[(n, s)]["ci95"]) for s in ("seen", "rl_prompts", "deeper")]
         lines.append(f"| `{n}` | " + " | ".join(cells) + f" | {z} |")
     return "\n".join(lines) + "\n\nAccuracy in %, mean ± 95% t-interval over (split, seed) units; differences paired.\n"
@@ -301,8 +306,8 @@ def plot(summary: list[dict], path_stem: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(dict.fromkeys(r["condition"] for r in summary))
-    fig, axes = plt.subplots(1, len(SUPPORTS) + 1, figsize=(4 * (len(SUPPORTS) + 1), 0.32 * len(names) + 1.6),
-                             sharey=True)
+    # three panels to a row: readable ~1,000 px wide
+    fig, axes = panel_grid(len(SUPPORTS) + 1, (4.2, 0.32 * len(names) + 1.6), sharey=True)
     for ax, sup in zip(axes, SUPPORTS):
         rs = {r["condition"]: r for r in summary if r["support"] == sup}
         ys = range(len(names))
@@ -314,7 +319,6 @@ def plot(summary: list[dict], path_stem: Path) -> None:
         ax.set_title(sup)
         ax.set_xlim(0, 1)
         ax.set_xlabel("greedy exact-answer accuracy")
-        ax.invert_yaxis()
     ax = axes[-1]  # the comparison every claim must win: paired difference to the labelled control
     rs = {r["condition"]: r for r in summary if r["support"] == "unseen"}
     ds = [100 * rs[n]["vs_control_mean"] for n in names]
@@ -325,8 +329,10 @@ def plot(summary: list[dict], path_stem: Path) -> None:
     ax.set_title("unseen: minus its labelled control")
     ax.set_xlabel("paired difference (points)")
     axes[0].set_yticks(list(range(len(names))), names)
-    fig.suptitle("RL protocol study: mean over (split, seed) units, 95% t-interval; "
-                 "grey = SFT base, green = labelled control, blue = GRPO", fontsize=9)
+    axes[0].invert_yaxis()  # once: the panels share the axis, and each inversion flips them all
+    n = max((r["n"] for r in summary), default=0)
+    fig.suptitle(f"RL protocol study: {interval_note(n)}; grey = SFT base, green = labelled control, "
+                 "blue = GRPO", fontsize=11)
     fig.tight_layout()
     save_figure(fig, path_stem)
     plt.close(fig)

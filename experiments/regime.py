@@ -236,16 +236,17 @@ def plot(summary: list[dict], depth: int, stem: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from experiments.report import save_figure
+    from experiments.report import panel_grid, save_figure
 
     bases = [s for s in summary if s["run_kind"] == "sft"]
     names = [s["condition"] for s in bases]
     panels = [(f"acc/{UNSEEN}", f"unseen L={depth} (criterion 1: 15-70%)", (CRITERIA["unseen_lo"],
                                                                             CRITERIA["unseen_hi"])),
               (f"acc/L{depth + 1}", f"L={depth + 1} (criterion 2: >= 3%)", (CRITERIA["deeper_min"],)),
-              ("rl_zero_std", "tied groups on RL prompts, base (criterion 3: <= 50%)", (CRITERIA["zero_std_max"],)),
+              ("rl_zero_std", "tied RL groups, base (criterion 3: <= 50%)", (CRITERIA["zero_std_max"],)),
               (f"acc/{SEEN}", f"seen L={depth}", ())]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 0.45 * len(names) + 1.8), sharey=True)
+    # two panels to a row: the bases' long names take the left of each row
+    fig, axes = panel_grid(len(panels), (4.6, 0.45 * len(names) + 1.8), ncols=2, sharey=True)
     for ax, (key, title, lines) in zip(axes, panels):
         vals = [100 * s.get(key, float("nan")) for s in bases]
         errs = [0 if s.get(f"{key}_ci95", 0) != s.get(f"{key}_ci95", 0) else 100 * s.get(f"{key}_ci95", 0)
@@ -253,12 +254,13 @@ def plot(summary: list[dict], depth: int, stem: Path) -> None:
         ax.barh(range(len(names)), vals, xerr=errs, color="tab:blue", capsize=2)
         for x in lines:
             ax.axvline(100 * x, color="tab:red", lw=0.8, ls="--")
-        ax.set_title(title, fontsize=8)
-        ax.set_xlabel("% (mean over units, 95% t-interval)")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("%")
         ax.set_xlim(0, 100)
     axes[0].set_yticks(range(len(names)), [f"{s['condition']} (n={s['units']})" for s in bases])
     axes[0].invert_yaxis()
-    fig.suptitle("Regime study: SFT bases at L_train = 3 (8 skills x 3 routings)", fontsize=9)
+    fig.suptitle(f"Regime study: SFT bases at L_train = {depth} (8 skills x 3 routings)\n"
+                 "mean over n units; 95% t-intervals where n > 1 (one unit has none)", fontsize=11)
     fig.tight_layout()
     save_figure(fig, stem)
     plt.close(fig)

@@ -121,10 +121,22 @@ def grpo_regime(rows: list[dict]) -> list[dict]:
     return out
 
 
-def pm(m: float, h: float, sign: str = "") -> str:
-    """A table cell in %: "mean ± half-width", "—" for no value, "± nan" for one unit (no interval);
-    ``sign="+"`` for a difference."""
-    return "—" if m != m else f"{100 * m:{sign}.1f} ± " + ("nan" if h != h else f"{100 * h:.1f}")
+def pm(m: float | None, h: float | None, sign: str = "") -> str:
+    """A table cell in %: "mean ± half-width", "—" for no value, "mean (1 unit)" when there is no
+    interval (one unit); ``sign="+"`` for a difference."""
+    if m is None or m != m:
+        return "—"
+    if h is None or h != h:  # mean_ci gives no half-width for a single unit: say so in words
+        return f"{100 * m:{sign}.1f} (1 unit)"
+    return f"{100 * m:{sign}.1f} ± {100 * h:.1f}"
+
+
+def interval_note(n: int, what: str = "(split, seed) units", band: str = "intervals") -> str:
+    """The part of a figure title that says what its error bars are: "mean over 3 (split, seed)
+    units, 95% t-intervals", or that there are none when one unit gives no interval."""
+    if n < 2:
+        return "1 unit, no interval" if n == 1 else "no units"
+    return f"mean over {n} {what}, 95% t-{band}"
 
 
 def paired(rows: list[dict], cond: str, ref: str, key: str) -> tuple[float, float, int]:
@@ -142,5 +154,40 @@ def save_figure(fig, stem) -> None:
         fig.text(0.5, 0.5, f"preset {_preset['name']!r}: a pipeline check, not a result", ha="center",
                  va="center", fontsize=22, color="tab:red", alpha=0.35, rotation=20)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(stem.with_suffix(".png"), dpi=130)
-    fig.savefig(stem.with_suffix(".pdf"))
+    # bbox "tight": the saved image grows to hold every label, title and outside legend, none cut off
+    fig.savefig(stem.with_suffix(".png"), dpi=130, bbox_inches="tight")
+    fig.savefig(stem.with_suffix(".pdf"), bbox_inches="tight")
+
+
+README_COLUMNS = 3  # panels per row at most: a README shows a figure ~1,000 px wide, so ~330 px a panel
+
+
+def panel_grid(n: int, size: tuple[float, float] = (4.2, 3.4), ncols: int = README_COLUMNS, **kw):
+    """A figure of ``n`` panels, ``ncols`` to a row (each ``size`` inches): (fig, the n axes in
+    reading order). Unused cells of the last row are hidden."""
+    import matplotlib.pyplot as plt
+
+    ncols = min(n, ncols)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size[0] * ncols, size[1] * nrows), squeeze=False, **kw)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def legend_below(fig, ncol: int = 3, handles=None) -> None:
+    """One legend for every panel, under the figure where it covers no data (call after
+    tight_layout; save_figure's tight box makes room for it). Without ``handles``, the labelled
+    artists of all panels, each label once."""
+    if handles is None:
+        seen = {}
+        for ax in fig.axes:
+            for h, label in zip(*ax.get_legend_handles_labels()):
+                seen.setdefault(label, h)
+        handles = list(seen.values())
+        labels = list(seen)
+    else:
+        labels = [h.get_label() for h in handles]
+    if handles:
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0), ncol=ncol, frameon=False)

@@ -11,11 +11,16 @@ baseline, the control task accuracy and selectivity, and the identification scor
 same probe on a random-init model of the same shape. With ``--causal`` (default) it patches each
 step's skill token with a twin's at every layer (probes.causal); with ``--base`` it adds drift
 from the base run (probes.drift). A heatmap goes to ``--out`` (default RUN/probes.png).
+
+    python -m probes.report --replot REPORT.txt --out probes.png
+
+re-draws the heatmap from a saved report (the text this command printed), loading no model.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -28,7 +33,9 @@ from probes.activations import KINDS
 
 def _parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m probes.report", description=__doc__.split("\n")[0])
-    p.add_argument("--run", required=True, help="run directory (SFT or GRPO) with config.json and policy.pt")
+    p.add_argument("--run", help="run directory (SFT or GRPO) with config.json and policy.pt")
+    p.add_argument("--replot", default=None, metavar="REPORT.txt",
+                   help="only re-draw the heatmap (to --out) from a saved report's printed tables; loads no run")
     p.add_argument("--base", default=None, help="a second run to measure drift from (e.g. the SFT init)")
     p.add_argument("--n", type=int, default=256, help="items per support (seen, unseen); default 256")
     p.add_argument("--out", default=None, help="heatmap PNG path (default RUN/probes.png)")
@@ -150,33 +157,125 @@ def print_tables(tables: dict, acts, kind: str) -> None:
           ">= 0.9 counts as identified); rand_*: random-init model")
 
 
-def save_heatmap(tables: dict, layer_names, path: Path, title: str) -> None:
-    """One heatmap per target (skill, routing): measures x layers, annotated with their values."""
+# plain words for every heatmap row and layer name, printed under the figure (docs/probes.md)
+MEANINGS = (
+    ("acc_seen", "probe accuracy on held-out examples of compositions seen in training"),
+    ("acc_unseen", "probe trained on seen compositions, accuracy on unseen ones"),
+    ("control", "accuracy of the same probe on a control task: random labels fixed per surface token pair "
+                "(Hewitt & Liang)"),
+    ("select", "selectivity = acc_unseen − control: what memorising surface tokens does not explain"),
+    ("id_seen, id_unseen", "identification score: chance-corrected accuracy after the best one-to-one "
+                           "matching of classes (0 chance, 1 perfect; ≥ 0.9: identified)"),
+    ("rand_acc, rand_ctrl, rand_id", "acc_unseen, control and id_unseen of a random-init model of the same "
+                                     "shape: the baseline to beat"),
+    ("emb, blockN, ln_f", "token + position embedding; residual stream after block N; after the final norm"),
+)
+HEAT_ROWS = tuple(h for h, _, key in COLUMNS if key != "majority")  # majority goes into the panel title
+CMAP, VMIN, VMAX = "viridis", 0.0, 1.0  # every measure is a rate or score in [0, 1] (selectivity can dip below)
+DARK_BELOW = 0.6  # cells darker than this get white text
+
+
+def heatmap_data(tables: dict, layer_names) -> dict:
+    """{target: {"classes": n, "rows": {measure: [value per layer]}} or None} of ``probe_tables``."""
+    out = {}
+    for target, t in tables.items():
+        if t is None:
+            out[target] = None
+            continue
+        cols = {h: [_get(t["rand"] if h.startswith("rand_") else t["rows"], ev, layer, key) for layer in layer_names]
+                for h, ev, key in COLUMNS}
+        out[target] = {"classes": t["rows"][0]["classes"], "rows": cols}
+    return out
+
+
+def read_report(text: str) -> tuple[dict, list[str], dict]:
+    """The probe tables of a saved report (what ``main`` printed) as ``heatmap_data`` gives them, to
+    re-draw its heatmap without the run: (about: run, split, kind where the text names them,
+    layer names, data). Values are the printed ones (3 decimals); "-" is NaN."""
+    about, layers, data = {}, [], {}
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("run ") and "(split " in line:
+            about["run"] = line.split()[1]
+            about["split"] = line.split("(split ")[1].split(",")[0]
+        head = re.match(r"(\w+) at '(\w+)' positions: (\d+) classes", line)
+        if head:
+            target, about["kind"] = head.group(1), head.group(2)
+            header = lines[i + 1].split()
+            rows = []
+            for row in lines[i + 2:]:
+                if not row.strip():
+                    break
+                rows.append(row.split())
+            layers = [r[0] for r in rows]
+            cols = {h: [float("nan") if r[k] == "-" else float(r[k]) for r in rows]
+                    for k, h in enumerate(header) if k > 0}
+            data[target] = {"classes": int(head.group(3)), "rows": cols}
+        single = re.match(r"(\w+): a single class in the data", line)
+        if single:
+            data[single.group(1)] = None
+    return about, layers, data
+
+
+def save_heatmap(data: dict, layer_names, path: Path, title: str, digits: int = 2) -> None:
+    """One heatmap per target (skill, routing) of ``heatmap_data``: measures x layers, each cell
+    annotated with its value to ``digits`` decimals, a colour bar, and the meaning of every row
+    and layer name under the panels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    live = [(k, t) for k, t in tables.items() if t is not None]
+    live = [(k, d) for k, d in data.items() if d is not None]
+    dead = [k for k, d in data.items() if d is None]
     n = max(1, len(live))
-    fig, axes = plt.subplots(1, n, figsize=(1.1 * len(layer_names) * n + 3, 4.5), squeeze=False)
-    shown = [c for c in COLUMNS if c[2] != "majority"]
-    for ax, (target, t) in zip(axes[0], live):
-        grid = np.array([[_get(t["rand"] if h.startswith("rand_") else t["rows"], ev, layer, key)
-                          for layer in layer_names] for h, ev, key in shown])
-        ax.imshow(np.nan_to_num(grid, nan=0.0), vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    fig, axes = plt.subplots(1, n, figsize=(max(8.0, 1.1 * len(layer_names) * n + 3), 5.2), squeeze=False,
+                             layout="constrained")  # room for the two-line title and the colour bar
+    image = None
+    for ax, (target, d) in zip(axes[0], live):
+        grid = np.array([d["rows"][h] for h in HEAT_ROWS], dtype=float)
+        image = ax.imshow(np.nan_to_num(grid, nan=VMIN), vmin=VMIN, vmax=VMAX, cmap=CMAP, aspect="auto")
         for (i, j), v in np.ndenumerate(grid):
-            ax.text(j, i, "-" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=8,
-                    color="white" if np.nan_to_num(v) < 0.6 else "black")
+            ax.text(j, i, "-" if np.isnan(v) else f"{v:.{digits}f}", ha="center", va="center", fontsize=9,
+                    color="white" if np.nan_to_num(v) < DARK_BELOW else "black")
         ax.set_xticks(range(len(layer_names)), layer_names)
-        ax.set_yticks(range(len(shown)), [h for h, _, _ in shown])
-        ax.set_title(target)
-    if not live:
+        ax.set_yticks(range(len(HEAT_ROWS)), HEAT_ROWS)
+        ax.set_xlabel("layer (representation probed)")
+        if ax is axes[0][0]:  # the panels share their rows
+            ax.set_ylabel("probe measure")
+        majority = d["rows"].get("majority", [float("nan")])[0]
+        ax.set_title(f"{target}: {d['classes']} classes, majority baseline {majority:.{digits}f}")
+    if image is not None:
+        fig.colorbar(image, ax=axes[0].tolist(), label="accuracy / score (0-1)", extend="min", fraction=0.04)
+    else:
         axes[0][0].text(0.5, 0.5, "nothing to decode (single class)", ha="center")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+        axes[0][0].set_axis_off()
+    notes = [f"{name}: {meaning}" for name, meaning in MEANINGS]
+    if dead:
+        notes.append(f"not shown: {', '.join(dead)} (a single class in the data, nothing to decode)")
+    # the legend of the row names, under the axes (bbox_inches="tight" makes room for it)
+    fig.text(0.02, -0.02, "\n".join(notes), ha="left", va="top", fontsize=8.5, wrap=True)
+    fig.suptitle(title, fontsize=11)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
+
+
+def heatmap_title(run: str, split: str | None, kind: str) -> str:
+    """The heatmap's title: what it asks, of which run (its folder name, not the full path)."""
+    on = f"run {Path(run).name}" + (f", split {split}" if split else "")
+    return f"Which layers let a linear probe read each step's module?\n{on}; '{kind}' positions"
+
+
+def replot(text_path: Path, out: Path) -> int:
+    """Re-draw a saved report's heatmap from its text alone: no model is loaded, no number changed."""
+    about, layers, data = read_report(text_path.read_text())
+    if not data:
+        raise ValueError(f"{text_path}: no probe tables found (is it the output of python -m probes.report?)")
+    # 3 decimals: exactly what the text holds (rounding them again to 2 could move a value)
+    save_heatmap(data, layers, out, heatmap_title(about.get("run", str(text_path)), about.get("split"),
+                                                  about.get("kind", "before")), digits=3)
+    print(f"heatmap re-drawn from {text_path} -> {out}")
+    return 0
 
 
 def print_causal(model, examples, seed: int) -> None:
@@ -218,6 +317,8 @@ def print_drift(model, base, split, examples, n: int, seed: int, fmt: str, g: in
 
 def _check_args(p, args) -> tuple[Path, Path | None, Path]:
     """(the run, the base run or None, the heatmap path), or a usage error naming the bad flag."""
+    if not args.run:
+        p.error("--run is required (or --replot REPORT.txt --out PNG to re-draw a saved report's heatmap)")
     run = _check_run(p, "--run", args.run)
     base_run = _check_run(p, "--base", args.base) if args.base else None
     if args.n < 4:
@@ -249,6 +350,12 @@ def _device(p, name: str):
 def main(argv=None) -> int:
     p = _parser()
     args = p.parse_args(argv)
+    if args.replot:
+        if not args.out or not args.out.lower().endswith(".png"):
+            p.error("--replot needs --out, a .png path")
+        if not Path(args.replot).is_file():
+            p.error(f"--replot {args.replot}: no such file")
+        return replot(Path(args.replot), Path(args.out))
     run, base_run, out = _check_args(p, args)
 
     import torch
@@ -293,7 +400,8 @@ def main(argv=None) -> int:
         print_causal(model, items["unseen"], args.seed)
     if base is not None:
         print_drift(model, base, split, examples, args.n, args.seed, fmt, g)
-    save_heatmap(tables, acts.layer_names, out, f"{run} — probes at '{args.kind}' positions")
+    save_heatmap(heatmap_data(tables, acts.layer_names), acts.layer_names, out,
+                 heatmap_title(str(run), split.name, args.kind))
     print(f"\nheatmap -> {out}")
     return 0
 

@@ -13,8 +13,8 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from scipy import stats
 
-from experiments import protocol
-from experiments.report import mean_ci, read_csv
+from experiments import protocol, replot
+from experiments.report import interval_note, mean_ci, pm, read_csv, write_csv, write_json
 from experiments.runs import config_key, is_finished, run_all, run_dir, sft_run
 from hlsm.sft import SFTConfig
 from tests.test_sft import tiny_cfg
@@ -29,6 +29,55 @@ def test_mean_ci_is_the_student_t_interval():
     assert n == 4 and m == pytest.approx(0.2625) and h == pytest.approx((hi - lo) / 2)
     assert math.isnan(mean_ci([0.5])[1]) and mean_ci([])[2] == 0
     assert mean_ci([0.3, float("nan"), 0.5])[2] == 2  # missing values are dropped, not counted as 0
+
+
+def test_a_table_cell_says_one_unit_in_words_not_nan():
+    assert pm(0.5214, 0.0342) == "52.1 ± 3.4" and pm(0.03, 0.01, "+") == "+3.0 ± 1.0"
+    assert pm(0.5214, float("nan")) == "52.1 (1 unit)" and pm(-0.02, float("nan"), "+") == "-2.0 (1 unit)"
+    assert pm(float("nan"), float("nan")) == "—" and pm(None, None) == "—"
+    assert interval_note(1) == "1 unit, no interval" and "95% t-intervals" in interval_note(6)
+
+
+def _units(n_units: int, depth: int = 3) -> list[dict]:
+    """fig1's per-unit rows for ``n_units`` made-up units (every condition, every accuracy key)."""
+    from experiments import fig1
+
+    rng = np.random.default_rng(0)
+    keys = ["acc/eval_atoms", "acc/seen", "acc/unseen", f"acc/L{depth + 1}", f"acc/L{depth + 2}"]
+    return [{"split": u % 2, "seed": u // 2, "condition": c, **{k: float(rng.uniform()) for k in keys}}
+            for u in range(n_units) for c in fig1.CONDITIONS]
+
+
+def test_table1_of_one_unit_says_so_instead_of_nan():
+    from experiments import fig1
+
+    _, md = fig1.table1(_units(1), 3)
+    assert "nan" not in md and "(1 unit)" in md and "1 unit (split x seed), no interval" in md
+
+
+def test_fig1_replot_draws_the_csvs_numbers_and_trains_nothing(tmp_path, monkeypatch):
+    from experiments import fig1
+
+    plotted = fig1.plotted_rows(_units(4), 3)
+    write_csv(plotted, tmp_path / "fig1.csv")
+    write_json({"args": {"preset": "tiny"}, "plotted": plotted}, tmp_path / "fig1.json")
+    before = (tmp_path / "fig1.csv").read_bytes()
+    drawn, real_plot = [], fig1.plot
+
+    def plot(rows, depth, stem):  # the real figure, and what it was given
+        drawn.append((rows, depth))
+        real_plot(rows, depth, stem)
+
+    monkeypatch.setattr(fig1, "plot", plot)
+    monkeypatch.setattr(protocol, "run_study", lambda *a, **k: pytest.fail("--replot must not train"))
+    assert fig1.main(["--replot", "--out", str(tmp_path)]) == 0
+    (rows, depth), = drawn
+    assert depth == 3 and len(rows) == len(plotted)
+    for got, want in zip(rows, plotted):  # the same numbers, to the last bit (nan where there is no interval)
+        assert got.keys() == want.keys()
+        assert all(got[k] == want[k] or (got[k] != got[k] and want[k] != want[k]) for k in want)
+    assert (tmp_path / "fig1.png").stat().st_size > 0 and (tmp_path / "fig1.pdf").stat().st_size > 0
+    assert (tmp_path / "fig1.csv").read_bytes() == before  # numbers untouched
 
 
 def test_config_key_changes_with_any_field():
@@ -544,3 +593,29 @@ def test_planted_scores_the_checkers_calls_against_both_supports_runs(tmp_path, 
     capsys.readouterr()
     assert planted.main(flags) == 0  # cached: nothing retrains
     assert len(list((tmp_path / "runs").iterdir())) == n_runs
+
+
+@pytest.mark.parametrize("stem", sorted(replot.FIGURES))
+def test_every_committed_figure_redraws_from_its_saved_numbers(stem, tmp_path, monkeypatch):
+    """``python -m experiments.replot``: each figure's current plot function on its committed JSON / CSV
+    numbers; it writes the PNG and PDF and leaves every number file as it was."""
+    import shutil
+    from pathlib import Path
+
+    committed = Path(__file__).resolve().parent.parent / "paper_figures"
+    if not (committed / f"{stem}.json").exists():
+        pytest.skip(f"no committed {stem}.json")
+    for f in committed.glob(f"{stem}*"):
+        if f.suffix in (".json", ".csv"):
+            shutil.copy(f, tmp_path / f.name)
+    numbers = {f.name: f.read_bytes() for f in tmp_path.iterdir()}
+    monkeypatch.setattr(protocol, "run_study", lambda *a, **k: pytest.fail("a replot must not train"))
+    assert replot.main(["--out", str(tmp_path), stem]) == 0
+    assert (tmp_path / f"{stem}.png").stat().st_size > 0 and (tmp_path / f"{stem}.pdf").stat().st_size > 0
+    assert {f.name: f.read_bytes() for f in tmp_path.iterdir() if f.suffix in (".json", ".csv")} == numbers
+
+
+def test_replot_names_an_unknown_figure():
+    with pytest.raises(SystemExit) as e:
+        replot.main(["fig99"])
+    assert e.value.code == 2

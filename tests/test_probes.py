@@ -28,7 +28,7 @@ from probes.linear import (
     probe_layers,
     probe_report,
 )
-from probes.report import main, run_data
+from probes.report import heatmap_data, main, print_tables, probe_tables, read_report, run_data
 
 torch.set_num_threads(1)  # tiny models: one thread beats two contended ones
 TOK = Tokenizer()
@@ -307,6 +307,25 @@ def test_report_reads_a_grpo_runs_split_from_its_init(sft_run, tmp_path):
     assert split.name == small_split().name and (fmt, g) == ("values", 1) and names == {"sft", "rl"}
 
 
+def test_a_saved_reports_text_redraws_its_heatmap_with_the_printed_numbers(tmp_path, capsys):
+    acts = synthetic()  # skills decodable at one layer; a single routing (nothing to decode)
+    tables = probe_tables(acts, acts, 1, 1.0, 0)
+    print(f"run runs/some-run (split {small_split().name}, format values, granularity 1; seen = ...)")
+    print_tables(tables, acts, "before")
+    text = capsys.readouterr().out
+    about, layers, data = read_report(text)
+    want = heatmap_data(tables, acts.layer_names)
+    assert about == {"run": "runs/some-run", "split": small_split().name, "kind": "before"}
+    assert layers == acts.layer_names and data["routing"] is None and want["routing"] is None
+    assert data["skill"]["classes"] == want["skill"]["classes"] == 4
+    for measure, values in want["skill"]["rows"].items():  # as printed: to 3 decimals
+        assert data["skill"]["rows"][measure] == pytest.approx(values, abs=5e-4, nan_ok=True), measure
+    report, png = tmp_path / "report.txt", tmp_path / "replot.png"
+    report.write_text(text)
+    assert main(["--replot", str(report), "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 @pytest.mark.parametrize("argv, message", [
     ([], "--run"),
     (["--run", "/no/such/run"], "no such run directory"),
@@ -315,6 +334,8 @@ def test_report_reads_a_grpo_runs_split_from_its_init(sft_run, tmp_path):
     (["--out", "probes.jpg"], "must be a .png path"),
     (["--window", "3"], "invalid choice"),
     (["--base", "/no/such/base"], "no such run directory"),
+    (["--replot", "/no/such/report.txt", "--out", "x.png"], "no such file"),
+    (["--replot", "/no/such/report.txt"], "--replot needs --out"),
 ])
 def test_report_cli_rejects_bad_arguments_with_a_message(sft_run, argv, message, capsys):
     if argv and argv[0] != "--run":
