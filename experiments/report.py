@@ -156,7 +156,8 @@ def save_figure(fig, stem) -> None:
     stem.parent.mkdir(parents=True, exist_ok=True)
     # bbox "tight": the saved image grows to hold every label, title and outside legend, none cut off
     fig.savefig(stem.with_suffix(".png"), dpi=130, bbox_inches="tight")
-    fig.savefig(stem.with_suffix(".pdf"), bbox_inches="tight")
+    # no creation date: re-drawing the same numbers gives the same bytes (PNG carries none by default)
+    fig.savefig(stem.with_suffix(".pdf"), bbox_inches="tight", metadata={"CreationDate": None})
 
 
 README_COLUMNS = 3  # panels per row at most: a README shows a figure ~1,000 px wide, so ~330 px a panel
