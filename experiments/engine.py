@@ -88,17 +88,10 @@ def deeper_split(spec: dict) -> dict:
 
 
 def parallel(fn, jobs: list[tuple], workers: int = 0) -> list:
-    """``[fn(*job) for job in jobs]``, on a pool of ``workers`` processes (0: one per core) when there
-    is more than one job; ``fn`` must be importable (a module-level function) and set its own torch
-    threads (``posthoc_eval`` takes one)."""
-    import os
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
+    """``[fn(*job) for job in jobs]`` on the study's launcher (``experiments.launch``: a pool of ``workers``
+    processes, 0 = one per core, or Ray tasks); ``fn`` must be importable (a module-level function) and
+    set its own torch threads (``posthoc_eval`` takes one). A job that fails is named after the others
+    finish (``RunsFailed``)."""
+    from experiments.launch import map_jobs, raise_failures
 
-    workers = min(workers or os.cpu_count() or 1, len(jobs))
-    if workers <= 1:
-        return [fn(*job) for job in jobs]
-    from experiments.runs import die_with_parent
-
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=die_with_parent) as pool:
-        return list(pool.map(fn, *zip(*jobs)))
+    return raise_failures(map_jobs(fn, jobs, workers), "evaluations")

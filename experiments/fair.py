@@ -484,4 +484,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from experiments.report import run_cli
+
+    raise SystemExit(run_cli(main))

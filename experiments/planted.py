@@ -224,4 +224,6 @@ def plot(summary: list[dict], formats, stem: Path) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from experiments.report import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -84,20 +84,55 @@ def output_dir(out: str | None, preset: str) -> Path:
 
 def figure_parser(prog: str, doc: str, presets=("smoke", "cpu")):
     """The flags every figure takes: --preset (one of ``presets``), --seeds, --splits, --out, --runs,
-    --workers, --threads (of the study's own process). Errors are one line (``hlsm.cli.Parser``)."""
+    --workers, --threads (of the study's own process), --launcher and --ray-address (where the jobs run,
+    ``experiments.launch``; applied as they are parsed). Errors are one line (``hlsm.cli.Parser``)."""
     from hlsm.cli import Parser, add_threads, non_negative
 
-    ap = Parser(prog=prog, description=doc.split("\n")[0])
+    class FigureParser(Parser):
+        def parse_args(self, args=None, namespace=None):
+            from experiments import launch
+
+            ns = super().parse_args(args, namespace)
+            try:
+                launch.use(ns.launcher, ns.ray_address, ns.workers)
+            except ValueError as e:
+                self.error(str(e))
+            return ns
+
+    ap = FigureParser(prog=prog, description=doc.split("\n")[0])
     ap.add_argument("--preset", default="cpu", choices=list(presets),
                     help="run sizes and regime (default: cpu)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--splits", type=int, nargs="+", default=[0, 1], help="composition partition seeds")
     ap.add_argument("--out", default=None, help="output folder (default: paper_figures/ for the cpu preset, "
                                                 "runs/figures-<preset>/ for any other)")
-    ap.add_argument("--runs", default="runs", help="run cache root (shared by all figures)")
-    ap.add_argument("--workers", type=non_negative, default=0, help="parallel single-thread runs (0: one per core)")
+    ap.add_argument("--runs", default="runs", help="run cache root (shared by all figures; on a cluster, a path "
+                                                   "every node sees)")
+    ap.add_argument("--workers", type=non_negative, default=0,
+                    help="parallel single-thread runs (0: one per core); with --launcher ray and no "
+                         "--ray-address, the CPUs of the Ray runtime started here")
+    ap.add_argument("--launcher", default="local", choices=["local", "ray"],
+                    help="where runs and evaluations run: local (a process pool, default) or ray (one Ray task "
+                         "each; pip install 'hlsm[ray]')")
+    ap.add_argument("--ray-address", default=None,
+                    help="with --launcher ray: 'auto' (the cluster this node is part of) or ray://host:port; "
+                         "default: start a Ray runtime on this machine")
     add_threads(ap)
     return ap
+
+
+def run_cli(main) -> int:
+    """A study's ``__main__``: ``main()``'s exit status, or 1 with the failed runs named, one per line,
+    when some failed (``experiments.launch.RunsFailed``): no traceback."""
+    import sys
+
+    from experiments.launch import RunsFailed
+
+    try:
+        return main()
+    except RunsFailed as e:
+        print(f"{Path(sys.argv[0]).stem}: {e}", file=sys.stderr)
+        return 1
 
 
 def partial_stem(figure: str, chosen, every) -> str:

@@ -22,8 +22,6 @@ import os
 import shutil
 import sys
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
 from pathlib import Path
 
 from hlsm.checkpoint import CHECKPOINT, POLICY, read_config
@@ -126,35 +124,49 @@ def run_all(jobs: list[tuple[str, object]], root="runs", workers: int = 0,
             progress: bool = True, snapshot_every: int = 0) -> list[Path]:
     """Run ``(kind, cfg)`` jobs (kind "sft" or "grpo") that do not depend on each other.
 
-    With ``workers`` > 1 they run on a process pool, one torch thread each (small models train
-    faster as parallel single-thread jobs than as one multi-thread job); results keep job order.
-    ``snapshot_every`` > 0 keeps policies along training (``hlsm.checkpoint.snapshots``).
+    They run on the launcher of ``experiments.launch`` (a local process pool of ``workers``, one torch
+    thread each -- small models train faster as parallel single-thread jobs than as one multi-thread
+    job -- or one Ray task each); results keep job order. A run that fails is named with its error and
+    directory after the others finish (``RunsFailed``). ``snapshot_every`` > 0 keeps policies along
+    training (``hlsm.checkpoint.snapshots``).
     """
+    from experiments import launch
     from hlsm.runloop import progress_bar
 
-    workers = workers or min(len(jobs), os.cpu_count() or 1)
     out = [run_dir(kind, cfg, root) for kind, cfg in jobs]
     # one job per run directory: two names for one config (e.g. a variant equal to its base) train once
     first = {d: i for i, d in reversed(list(enumerate(out)))}
     todo = [i for i, (kind, cfg) in enumerate(jobs) if first[out[i]] == i and not is_finished(out[i], cfg)]
     kinds = Counter(jobs[i][0] for i in todo)  # one bar per phase: what it trains, done / total, ETA
     bar = progress_bar(total=len(todo), disable=not progress or not todo, unit="run",
-               desc="training " + " + ".join(f"{n} {k}" for k, n in kinds.items()))
-    if workers <= 1 or len(todo) <= 1:
-        for i in todo:
-            bar.set_postfix_str(f"now {out[i].name}")
-            _train(*jobs[i], root, 0, snapshot_every)
-            bar.update(1)
-    else:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=die_with_parent) as pool:
-            futures = {pool.submit(_train, *jobs[i], root, 1, snapshot_every): i for i in todo}
-            bar.set_postfix_str(f"{min(workers, len(todo))} at a time")
-            for f in as_completed(futures):
-                f.result()  # re-raises a failed run's error here
-                bar.set_postfix_str(f"finished {out[futures[f]].name}")
-                bar.update(1)
+                       desc="training " + " + ".join(f"{n} {k}" for k, n in kinds.items()))
+    here = launch.in_process(workers, len(todo))
+    threads = 0 if here else 1  # in this process: the study's own --threads
+    # a worker on another machine gets an absolute root (the shared path), never this process's cwd
+    where = root if here else str(Path(root).resolve())
+    if not here:
+        bar.set_postfix_str(f"{launch.current().name} launcher")
+
+    def done(k):
+        bar.set_postfix_str(f"finished {out[todo[k]].name}")
+        bar.update(1)
+
+    results = launch.map_jobs(_train, [(*jobs[i], where, threads, snapshot_every) for i in todo], workers,
+                              gpus=[gpus_of(jobs[i][1]) for i in todo] if launch.current().name == launch.RAY else None,
+                              done=done, names=[str(out[i]) for i in todo])
     bar.close()
+    launch.raise_failures(results, "runs")
     return out
+
+
+def gpus_of(cfg) -> float:
+    """GPUs a run asks a Ray cluster for: one when its config says cuda, or auto on a cluster that has GPUs."""
+    from experiments.launch import ray_runtime
+
+    device = getattr(cfg, "device", "cpu")
+    if device == "cuda" or device.startswith("cuda:"):
+        return 1.0
+    return 1.0 if device == "auto" and ray_runtime().cluster_resources().get("GPU", 0) > 0 else 0.0
 
 
 def die_with_parent() -> None:
