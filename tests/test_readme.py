@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-PAGES = (README, *(ROOT / "docs" / f"{name}.md" for name in ("sampler", "integrations", "training")))
+PAGES = (README, *(ROOT / "docs" / f"{name}.md" for name in ("sampler", "integrations", "training", "cluster")))
 BLOCK = re.compile(r"(?:^(<!--[^\n]*-->)\n)?^```(python|bash)\n(.*?)^```", re.S | re.M)
 
 
