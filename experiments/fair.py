@@ -65,7 +65,8 @@ ARMS = {"grpo": ("grpo", "grpo"), "grpo_atoms": ("grpo", "grpo_atoms"),
         "rft": ("rft", "grpo"), "rft_atoms": ("rft", "grpo_atoms"),
         "control": ("control", "grpo"), "control_atoms": ("control", "grpo_atoms"),
         "more_sft": ("more_sft", "grpo")}
-REFERENCES = {"grpo": ("base", "more_sft", "control", "rft"),
+# grpo_atoms beside grpo: the paper's claim 1 (RL on compound traces beats RL on atoms)
+REFERENCES = {"grpo": ("base", "more_sft", "control", "rft", "grpo_atoms"),
               "grpo_atoms": ("base", "more_sft", "control_atoms", "rft_atoms")}
 # The named dynamic-sampling condition (``--dynamic``): GRPO on compounds that drops tied groups and
 # refills the step (DAPO; ``GRPOConfig.dynamic_sampling``), and its two controls, which train on the
@@ -303,6 +304,17 @@ def table(rows: list[dict], depth: int, units: str = "units at plateau") -> tupl
     lines.append(f"\nAccuracy in %, mean ± 95% t-interval over {units}; greedy = greedy decoding, t1 = "
                  f"mean over {SAMPLES} samples at T = 1, pass{SAMPLES} = one of them right; L{depth} = the unseen "
                  f"(test) compositions; differences paired within units.")
+    # what the sampled arms had to learn from: a null with p0 near 1 and most groups tied says little
+    signal = ["", "| sampled arm | n | p0 (first-step reward, %) | reward, last 5 steps (%) | tied groups (%) |",
+              "|---|---|---|---|---|"]
+    for cond in (*ARMS, *DYNAMIC_ARMS):
+        vals = [mean_ci([r.get(k) for r in rows if r["condition"] == cond])
+                for k in ("reward_first", "reward_last", "zero_std_frac")]
+        if vals[0][2]:
+            signal.append(f"| `{cond}` | {vals[0][2]} | " + " | ".join(pm(m, h) for m, h, _ in vals) + " |")
+    if len(signal) > 3:
+        lines += signal + ["", "Tied groups: the share of groups whose G rewards are all equal (no gradient), "
+                           "mean over the run's steps."]
     return out, "\n".join(lines) + "\n"
 
 
@@ -386,10 +398,56 @@ def plot_table(summary: list[dict], depth: int, stem: Path, units: str = "units 
     plt.close(fig)
 
 
+def curve_means(rows: list[dict], support: str) -> dict[str, list[tuple[int, float]]]:
+    """condition -> [(update, mean greedy accuracy on ``support`` over units)] from the rows' in-run
+    curves; update 0 is the unit's base, read from an RL arm's first check (controls check from 50)."""
+    def parse(r):
+        return json.loads(r["curve"]) if isinstance(r.get("curve"), str) and r["curve"] else {}
+
+    start = {}
+    for r in rows:
+        if "0" in parse(r):
+            start.setdefault((r["split"], r["seed"]), parse(r)["0"])
+    out = {}
+    for cond in dict.fromkeys(r["condition"] for r in rows if r["condition"] != "base"):
+        curves = [{0: start.get((r["split"], r["seed"])), **{int(k): v for k, v in parse(r).items()}}
+                  for r in rows if r["condition"] == cond]
+        steps = sorted({k for c in curves for k in c})
+        out[cond] = [(k, mean_ci([(c.get(k) or {}).get(support) for c in curves])[0]) for k in steps]
+    return out
+
+
+def plot_curves(rows: list[dict], stem: Path, units: str = "units at plateau") -> None:
+    """Greedy accuracy on validation and on unseen compositions every 50 updates of each arm (in-run
+    evaluations, 256 items), mean over ``units``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from experiments.report import legend_below, save_figure
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    for ax, support in zip(axes, (VALIDATION, UNSEEN)):
+        for cond, points in curve_means(rows, support).items():
+            ax.plot([k for k, _ in points], [100 * y for _, y in points], marker=".", color=COLORS.get(cond, "k"),
+                    label=cond)
+        ax.set_xlabel("updates from the plateau base")
+        ax.set_title(f"{support} compositions (greedy, 256 items)", fontsize=9)
+    axes[0].set_ylabel("greedy accuracy, % (mean over units)")
+    n = len({(r["split"], r["seed"]) for r in rows})
+    fig.suptitle(f"Fair test, curves: {n} {units}" + (" (1 unit)" if n == 1 else ""), fontsize=11)
+    fig.tight_layout()
+    legend_below(fig, 7)
+    save_figure(fig, stem)
+    plt.close(fig)
+
+
 def report_tables(rows: list[dict], n_units: int, depth: int, out: Path) -> str:
     """Table 1 over the units whose base met the plateau rule (the claim rows: ``fair_summary.csv``,
     ``fair.png``) and, when some did not, over all units as well, labelled as such (``fair_summary_all.csv``,
-    ``fair_all.png``); returns the markdown, also written to ``fair_table1.md``."""
+    ``fair_all.png``); the claim units' curves (``fair_curves.png``); returns the markdown, also written
+    to ``fair_table1.md``."""
     at = [r for r in rows if r["at_plateau"]]
     n_at = len({(r["split"], r["seed"]) for r in at})
     md = "## Units whose base met the plateau rule (the claim rows)\n\n"
@@ -409,6 +467,7 @@ def report_tables(rows: list[dict], n_units: int, depth: int, out: Path) -> str:
     (out / "fair_table1.md").write_text(md)
     if summary:  # no empty figure when no unit met the rule
         plot_table(summary, depth, out / "fair")
+        plot_curves(at, out / "fair_curves")
     return md
 
 

@@ -71,6 +71,7 @@ def test_report_keeps_units_off_plateau_out_of_the_claim_rows(tmp_path):
     assert every["base"]["n"] == "3" and float(every["base"]["greedy/L4"]) == pytest.approx(0.51)
     assert "All 3 units, 1 of 3 at plateau" in md and "reported, not claim rows" in md
     assert (tmp_path / "fair.png").exists() and (tmp_path / "fair_all.png").exists()
+    assert (tmp_path / "fair_curves.png").exists()
     # no unit at plateau: no claim rows, no empty figure, all units still reported
     none = tmp_path / "none"
     md = fair.report_tables([dict(r, at_plateau=False) for r in rows], 3, 3, none)
@@ -132,3 +133,30 @@ def test_tiny_study_arms_references_grid_and_table(tmp_path, capsys):
     table = (out / "fair_table1.md").read_text()
     assert fair.main(argv) == 0  # cached: nothing retrains, the same table
     assert (out / "fair_table1.md").read_text() == table
+
+
+def test_curves_start_every_arm_at_its_units_base():
+    """Controls check from update 50; their update-0 point is the unit's base, read from an RL arm's."""
+    def row(seed, cond, curve):
+        return {"split": 0, "seed": seed, "condition": cond, "curve": json.dumps(curve)}
+    rows = [row(0, "base", {}), row(1, "base", {}),
+            row(0, "grpo", {"0": {UNSEEN: 0.5}, "50": {UNSEEN: 0.7}}),
+            row(1, "grpo", {"0": {UNSEEN: 0.6}, "50": {UNSEEN: 0.9}}),
+            row(0, "control", {"50": {UNSEEN: 0.8}}), row(1, "control", {"50": {UNSEEN: 1.0}})]
+    means = fair.curve_means(rows, UNSEEN)
+    assert set(means) == {"grpo", "control"}
+    assert [k for k, _ in means["control"]] == [0, 50] and [k for k, _ in means["grpo"]] == [0, 50]
+    assert [y for _, y in means["control"]] == pytest.approx([0.55, 0.9])
+    assert [y for _, y in means["grpo"]] == pytest.approx([0.55, 0.8])
+
+
+def test_table_logs_what_the_sampled_arms_learned_from():
+    """p0, the last rewards and the tied groups of each sampled arm sit under Table 1; labelled arms have none."""
+    keys = [f"{m}/L{d}" for m in ("greedy", "t1", f"pass{fair.SAMPLES}") for d in (3, 4, 5)]
+    rows = [{"split": 0, "seed": seed, "condition": cond, **{k: 0.5 for k in keys}, **stats}
+            for seed in (0, 1)
+            for cond, stats in (("base", {}), ("control", {}),
+                                ("grpo", {"reward_first": 0.4 + 0.2 * seed, "reward_last": 0.9, "zero_std_frac": 0.7}))]
+    md = fair.table(rows, 3)[1]
+    assert "| `grpo` | 2 | 50.0 ± " in md and "| 90.0 ± 0.0 | 70.0 ± 0.0 |" in md
+    assert "| `control` | 2 | 50.0" in md.split("sampled arm")[0] and "`control`" not in md.split("sampled arm")[1]
