@@ -443,6 +443,11 @@ def plot_curves(rows: list[dict], stem: Path, units: str = "units at plateau") -
     plt.close(fig)
 
 
+def all_units(n_at: int, n_units: int) -> str:
+    """What the table over every unit is over, in words (its title and caption)."""
+    return f"units, {n_at} of {n_units} at plateau (the rest at the budget's end)"
+
+
 def report_tables(rows: list[dict], n_units: int, depth: int, out: Path) -> str:
     """Table 1 over the units whose base met the plateau rule (the claim rows: ``fair_summary.csv``,
     ``fair.png``) and, when some did not, over all units as well, labelled as such (``fair_summary_all.csv``,
@@ -458,7 +463,7 @@ def report_tables(rows: list[dict], n_units: int, depth: int, out: Path) -> str:
     if fresh and len(fresh) < len(at):
         md += "\n### Units the rates were not chosen on\n\n" + table(fresh, depth)[1]
     if len(at) < len(rows):  # reported, never a claim row: the bases had not stopped learning
-        every = f"units, {n_at} of {n_units} at plateau (the rest at the budget's end)"
+        every = all_units(n_at, n_units)
         summary_all, body = table(rows, depth, every)
         md += f"\n## All {n_units} {every}: reported, not claim rows\n\n" + body
         write_csv(summary_all, out / "fair_summary_all.csv")

@@ -78,6 +78,23 @@ def _protocol(out: Path, stem: str, meta: dict) -> None:
     protocol.plot(meta["summary"], out / stem)
 
 
+def _fair(out: Path, stem: str, meta: dict) -> None:
+    from experiments import fair
+
+    depth = fair.split_spec(meta["study"]["preset"], meta["study"]["splits"][0])["depth"]
+    rows = _typed(out / "fair.csv")
+    at = [r for r in rows if r["at_plateau"]]
+    summary = _typed(out / "fair_summary.csv")
+    if summary:  # the claim rows' figure and curves, as report_tables drew them
+        fair.plot_table(summary, depth, out / "fair")
+        fair.plot_curves(at, out / "fair_curves")
+    if (out / "fair_summary_all.csv").exists():
+        n_at, n_units = (len({(r["split"], r["seed"]) for r in rs}) for rs in (at, rows))
+        fair.plot_table(_typed(out / "fair_summary_all.csv"), depth, out / "fair_all", fair.all_units(n_at, n_units))
+    if (out / "fair_grid.csv").exists():
+        fair.plot_grid(_typed(out / "fair_grid.csv"), meta["chosen"], meta["lrs"], out / "fair_grid")
+
+
 def _regime(out: Path, stem: str, meta: dict) -> None:
     from experiments import regime
 
@@ -88,7 +105,7 @@ def _regime(out: Path, stem: str, meta: dict) -> None:
 FIGURES = {"fig1": _fig1, "fig2": _heldout, "fig3": _heldout, "fig4": _fig4, "fig4_top": _fig4,
            "fig4_bottom": _fig4, "fig5": _fig5, "fig5_routing": _fig5, "fig6": _fig6, "fig7": _fig7,
            "fig8": _fig8, "fig8_fig2": _fig8, "fig8_protocol": _fig8, "planted": _planted,
-           "protocol": _protocol, "regime": _regime}
+           "protocol": _protocol, "regime": _regime, "fair": _fair}
 
 
 def main(argv=None) -> int:
