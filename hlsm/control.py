@@ -105,7 +105,7 @@ def labelled_control(grpo: GRPOConfig, base: SFTConfig | None = None, run=None, 
         raise ValueError("labelled_control: give base= (the GRPO config has no init run to read it from)")
     kw = dict(
         preset=start.get("preset", "smoke"), model=start.get("model", {}), split=start["split"],
-        fmt=start.get("fmt", "values"), granularity=start.get("granularity", 1),
+        fmt=start.get("fmt", "values"), granularity=start.get("granularity", 1), formats=start.get("formats", {}),
         init=grpo.init, seed=grpo.seed, train_supports=mix, batch_size=p + n_replay, steps=grpo.steps,
         lr=grpo.lr, warmup_steps=grpo.warmup_steps, min_lr_ratio=1.0, weight_decay=grpo.weight_decay,
         grad_clip=grpo.grad_clip, eval_supports=tuple(grpo.eval_supports), eval_every=grpo.eval_every,

@@ -10,7 +10,9 @@ Each row is one (support, by, group): ``by`` is "all", "depth", "composition" or
 ``hlsm.text.REWARDS``), ``step`` (fraction of trace steps whose shown value is right; for a
 module row only the steps that use that module), ``right_answer_wrong_trace`` (items whose answer
 is right but some shown step is wrong) and ``pass@k`` (unbiased estimator over
-``samples`` sampled completions at ``temperature``).
+``samples`` sampled completions at ``temperature``). ``form/<f>`` is the share of greedy completions
+that take form f (``hlsm.text.FORMS``: explicit and values write every step out, chunked fewer chunks
+than steps, answer only the answer), ``sampled_form/<f>`` the same over the samples.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from hlsm.generation import generate
 from hlsm.model import HLSM
 from hlsm.names import eval_stream
 from hlsm.policy import unwrap
-from hlsm.text import REWARDS, Tokenizer, expected_chunks, parse_completion
+from hlsm.text import FORMS, REWARDS, Tokenizer, expected_chunks, parse_completion, trace_form
 
 BY = ("all", "depth", "composition", "module")
 
@@ -97,11 +99,14 @@ def score_examples(
                 "completion": text,
                 **{name: float(fn(ex, text)) for name, fn in REWARDS.items()},
                 "steps": step_correct(ex, text),
+                **{f"form/{f}": float(trace_form(text, ex.depth) == f) for f in FORMS},
             }
             if sampled is not None:
                 texts = sampled.texts[i * samples : (i + 1) * samples]
                 c = sum(REWARDS["answer"](ex, t) == 1.0 for t in texts)
                 rec["correct_samples"] = c
+                forms = [trace_form(t, ex.depth) for t in texts]
+                rec.update({f"sampled_form/{f}": forms.count(f) / samples for f in FORMS})
                 for k in pass_k:
                     rec[f"pass@{k}"] = pass_at_k(samples, c, k)
             records.append(rec)
@@ -113,7 +118,8 @@ def summarize(records: list[dict], support: str, by: tuple[str, ...] = BY) -> li
     for b in by:
         if b not in BY:
             raise ValueError(f"unknown grouping {b!r}; allowed: {', '.join(BY)}")
-    metrics = [k for k in records[0] if k in REWARDS or k.startswith("pass@")] if records else []
+    metrics = [k for k in records[0] if k in REWARDS or k.startswith(("pass@", "form/", "sampled_form/"))
+               ] if records else []
     groups: dict[tuple[str, str], list[tuple[dict, list[bool] | None]]] = defaultdict(list)
     for rec in records:
         ex, steps = rec["example"], rec["steps"]

@@ -121,7 +121,7 @@ def train(cfg: GRPOConfig, out, resume: bool = False, progress: bool = True,
         model, _, fmt, gran = load_init(cfg.init, dist.device)
         split = run_split(cfg)
         cfg.check_split(split)
-        trainer = GRPO(cfg, model, split, fmt, gran, dist)
+        trainer = GRPO(cfg, model, split, fmt, gran, dist, formats=read_config(cfg.init).get("formats", {}))
         if main:
             init_run(out, cfg.to_dict(), resume=resume, ignore=RESUME_MAY_CHANGE)
         barrier(dist)

@@ -51,7 +51,8 @@ from hlsm.grpo_loss import (
 from hlsm.kept_items import KEPT_ITEMS
 from hlsm.names import GRPO_SAMPLING
 from hlsm.rng import stream_key
-from hlsm.text import Tokenizer
+from hlsm.sft_config import format_kw
+from hlsm.text import FORMS, Tokenizer, trace_form
 
 
 def _right_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,10 +65,13 @@ SUMMED = ("clip_low", "clip_high", "kl", "tokens", "logp_mismatch", "first_token
 STATS = (*SUMMED, "loss", "grad_norm", "replay_nll", "ratio_dev")
 
 
-def rollout_sums(gen: Generation, reward: torch.Tensor, per: dict, group_size: int) -> dict:
+def rollout_sums(gen: Generation, reward: torch.Tensor, per: dict, group_size: int, depths=()) -> dict:
     """A draw's statistics as sums over its completions: summed over draws and ranks, then divided,
-    they are the step's rollout metrics (``GRPO._metrics``)."""
+    they are the step's rollout metrics (``GRPO._metrics``). ``depths``: each completion's prompt depth,
+    to count the form each completion takes (``hlsm.text.trace_form``)."""
+    forms = [trace_form(t, d) for t, d in zip(gen.texts, depths)]
     return {
+        **{f"form/{f}": float(forms.count(f)) for f in FORMS},
         "n": float(len(reward)),
         "groups": float(len(reward) // group_size),
         "reward": reward.sum().item(),
@@ -128,11 +132,14 @@ class GRPO:
     """
 
     def __init__(self, cfg: GRPOConfig, model, split, fmt: str = "values", granularity: int = 1,
-                 dist: DistInfo | None = None, tokenizer: Tokenizer | None = None):
+                 dist: DistInfo | None = None, tokenizer: Tokenizer | None = None, formats: dict | None = None):
         self.cfg = cfg.validate()
         self.dist = dist or DistInfo()
         self.tok = tokenizer or Tokenizer()
         self.split, self.fmt, self.granularity = split, fmt, granularity
+        # the init run's per-support trace formats (SFTConfig.formats): RL prompts and replay items are
+        # rendered as SFT rendered them; the rollouts may take any form (the reward reads the answer)
+        kw = lambda name: format_kw(formats or {}, name, fmt, granularity)
         world = self.dist.world_size
         for name in ("dynamic_sampling", "prompts_from"):
             if getattr(cfg, name) and world > 1:  # a step's batch is any number of groups: no equal shares
@@ -147,7 +154,7 @@ class GRPO:
             raise ValueError(
                 f"GRPOConfig.minibatches={cfg.minibatches} must divide the {self.n} completions per rank"
             )
-        self.rl = training_stream(split, cfg.rl_support, "rl_support", cfg.seed, fmt, granularity)
+        self.rl = training_stream(split, cfg.rl_support, "rl_support", cfg.seed, **kw(cfg.rl_support))
         self.cursor = 0  # dynamic sampling: RL-stream items the steps done have drawn (else step k starts at k*P)
         self.followed = cfg.followed()[1] if cfg.prompts_from else None  # step -> its prompts' RL-stream items
         # replay items per step, all ranks together (as the labelled control counts them), split evenly
@@ -155,7 +162,8 @@ class GRPO:
         self.n_replay = replay_window(0, self.n_replay_global, self.dist.rank, world)[1]
         self.replay = None
         if self.n_replay:
-            self.replay = training_stream(split, cfg.replay_support, "replay_support", cfg.seed, fmt, granularity)
+            self.replay = training_stream(split, cfg.replay_support, "replay_support", cfg.seed,
+                                          **kw(cfg.replay_support))
         # dropout stays off during RL (as TRL's disable_dropout): the ratio of one pass is exactly 1,
         # and no global RNG is drawn from, so a step is a pure function of (weights, optimizer, k)
         self.model = model.to(self.dist.device).eval()
@@ -263,7 +271,8 @@ class GRPO:
             adv = compute_group_advantages(reward, g, cfg.scale_std)
         adv = adv.to(self.dist.device)
         rows = [prompts[i // g] for i in range(len(prompts) * g)]
-        return Rollout(rows, gen, reward, per, adv, list(items), rollout_sums(gen, reward, per, g))
+        return Rollout(rows, gen, reward, per, adv, list(items),
+                       rollout_sums(gen, reward, per, g, [ex.depth for ex in group_ex]))
 
     def _replay_batch(self, k: int):
         if not self.replay:
@@ -411,6 +420,8 @@ class GRPO:
             "reward_std": math.sqrt(max(tot["reward_sq"] / n - mean**2, 0.0)),
             **{f"reward/{name}": tot[f"r/{name}"] / n for name in per},
             "zero_std_frac": tot["zero_std"] / max(tot["groups"], 1.0),  # groups whose G rewards are all equal
+            # the forms the completions take (explicit / values: every step written out; chunked; answer)
+            **{f"form/{f}": tot[f"form/{f}"] / n for f in FORMS},
             "completion_len": tot["len"] / n,  # tokens, <eos> included
             "truncated_frac": tot["truncated"] / n,  # completions cut at max_new_tokens
             "entropy": tot["neg_logp"] / max(tot["len"], 1.0),  # Monte Carlo: mean -log p of sampled tokens

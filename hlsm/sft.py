@@ -66,8 +66,7 @@ RESUME_MAY_CHANGE = ("device", "eval_every", "eval_n", "ckpt_every", "log_every"
 def data_streams(cfg: SFTConfig, split: Split) -> dict[str, HLSM]:
     """support name -> the stream SFT draws it from (``hlsm.names.train_stream``, GRPO's too)."""
     return {
-        name: HLSM(support=split.train[name], seed=cfg.seed, fmt=cfg.fmt, granularity=cfg.granularity,
-                   stream=train_stream(name))
+        name: HLSM(support=split.train[name], seed=cfg.seed, **cfg.format_kw(name), stream=train_stream(name))
         for name in cfg.train_supports
     }
 

@@ -30,12 +30,20 @@ from hlsm.policy import PRESETS, PolicyConfig
 from hlsm.presets import SFT_PRESETS  # training defaults per preset name (beside its model shape)
 from hlsm.support import DEFAULT_SPLIT, Split
 from hlsm.support import make_split as support_make_split
-from hlsm.text import FORMATS
+from hlsm.text import FORMATS, trace_format
 
 
 def make_split(spec) -> Split:
     """A Split from a Split, a ``Split.to_dict()`` dict, or {"factory": name, **kwargs}."""
     return support_make_split(spec, "SFTConfig.split")
+
+
+def format_kw(formats: dict, support: str, fmt: str, granularity: int) -> dict:
+    """{"fmt", "granularity"} a support's items are rendered in: its entry of ``formats`` (a run's per-support
+    trace formats, ``SFTConfig.formats``) or the run's ``fmt`` / ``granularity``; SFT, GRPO's prompts and
+    replay, and the controls all read it here."""
+    f, g = trace_format(formats[support]) if support in formats else (fmt, granularity)
+    return {"fmt": f, "granularity": g}
 
 
 @dataclass
@@ -50,6 +58,9 @@ class SFTConfig:
     eval_supports: tuple = (SEEN, UNSEEN, EVAL_ATOMS)  # evaluation supports of the split scored during training
     fmt: str = "values"  # trace format: explicit | values | answer
     granularity: int = 1  # steps per shown trace chunk
+    # support name -> its own trace format ("explicit", "values", "answer", "explicit/3": chunks of 3 steps);
+    # a support not named uses fmt / granularity. E.g. atoms explicit, compounds values (modules latent)
+    formats: dict = field(default_factory=dict)  # support name -> trace format of its items (default: fmt)
     steps: int = 300  # optimizer updates
     batch_size: int = 32  # sequences per update, all ranks together
     micro_batch_size: int = 0  # rows per forward/backward on one rank, grouped by length (0: all at once)
@@ -135,8 +146,18 @@ class SFTConfig:
             bad("min_lr_ratio", "must be <= 1")
         if self.fmt not in FORMATS:
             bad("fmt", f"must be one of {', '.join(FORMATS)}")
+        if not isinstance(self.formats, dict):
+            bad("formats", "must be a dict {support name: trace format}")
+        for name, spec in self.formats.items():
+            try:
+                trace_format(spec)
+            except ValueError as e:
+                bad("formats", f"support {name!r}: {e}")
         self.model_config()
         split = make_split(self.split)
+        for name in self.formats:
+            if name not in split.train:
+                bad("formats", f"{name!r} is not a training support of the split (have {sorted(split.train)})")
         if not isinstance(self.train_supports, dict) or not self.train_supports:
             bad("train_supports", "must be a non-empty dict {support name: weight}")
         for name, w in self.train_supports.items():
@@ -154,7 +175,7 @@ class SFTConfig:
             bad("batch_size", f"too small to give every training support an item per batch ({counts})")
         for name in (*self.train_supports, *self.eval_supports):
             try:
-                HLSM(support=split.support(name), seed=self.seed, fmt=self.fmt, granularity=self.granularity)
+                HLSM(support=split.support(name), seed=self.seed, **self.format_kw(name))
             except ValueError as e:
                 field_name = "train_supports" if name in self.train_supports else "eval_supports"
                 raise ValueError(f"SFTConfig.{field_name}: support {name!r} has no examples: {e}") from None
@@ -162,6 +183,10 @@ class SFTConfig:
         if self.items_from:
             self.followed(split)
         return self
+
+    def format_kw(self, support: str) -> dict:
+        """{"fmt", "granularity"} of ``support``'s items: its ``formats`` entry, else the run's."""
+        return format_kw(self.formats, support, self.fmt, self.granularity)
 
     def followed(self, split: Split | None = None) -> tuple[str, list]:
         """(the rl_support of the ``items_from`` run, its kept items of steps 0 .. steps - 1), checked: that

@@ -25,6 +25,10 @@ from pathlib import Path
 from hlsm.modules import ROUTING_BY_TOKEN, ROUTINGS, SKILL_BY_TOKEN, SKILLS
 
 FORMATS = ("explicit", "values", "answer")
+CHUNK_SEP = "/"  # a per-support format "explicit/3": the explicit format in chunks of 3 steps
+# the forms a completion can take, whatever format its training showed (``trace_form``): every step
+# written out with its modules, every step's value alone, fewer chunks than steps, no trace, other
+FORMS = ("explicit", "values", "chunked", "answer", "other")
 VOCAB_FILE = Path(__file__).with_name("vocab.json")
 ANSWER_MARK = "#"
 _TOKEN_RE = re.compile(r"R\d|S\d\d|.", re.S)
@@ -37,6 +41,52 @@ def check_format(fmt: str, granularity: int = 1) -> None:
         raise ValueError(f"unknown trace format {fmt!r}; allowed: {', '.join(FORMATS)}")
     if not isinstance(granularity, int) or granularity < 1:
         raise ValueError(f"granularity must be an integer >= 1, got {granularity!r}")
+
+
+def trace_format(spec) -> tuple[str, int]:
+    """(format, granularity) of a format spec: a format ("explicit", "values", "answer") or
+    ``<format>/<g>``, chunks of g steps ("explicit/3": each chunk's module tokens together and only its
+    last value, the atoms inside hidden). A bad spec is a ValueError naming it and what is allowed."""
+    fmt, _, g = str(spec).partition(CHUNK_SEP)
+    if fmt not in FORMATS or (g and not g.isdigit()) or (g and int(g) < 1) or (g and fmt == "answer"):
+        raise ValueError(f"unknown trace format {spec!r}; allowed: {', '.join(FORMATS)}, or explicit/<g> or "
+                         f"values/<g> for chunks of g >= 1 steps")
+    return fmt, int(g) if g else 1
+
+
+def trace_form(text, depth: int) -> str:
+    """The form (``FORMS``) a completion of a depth-``depth`` prompt takes, read off the text alone:
+    "explicit" (one ``modules=value`` chunk per step), "values" (one value per step), "chunked" (fewer
+    chunks than steps, values or explicit), "answer" (only ``#answer``), "other" (anything else: no
+    answer mark, a mix of chunk kinds, more chunks than steps, garbage). Whether it is right is the
+    verifier's business, not this one's."""
+    if not isinstance(text, str) or ANSWER_MARK not in text:
+        return "other"
+    cut = text.rfind(ANSWER_MARK)
+    trace, answer = text[:cut], text[cut + 1 :]
+    if _VALUE.fullmatch(answer) is None:
+        return "other"
+    if trace == "":
+        return "answer"
+    pieces = trace.split(";")
+    if pieces[-1] != "" or len(pieces) < 2:
+        return "other"
+    kinds, steps = set(), 0
+    for piece in pieces[:-1]:
+        m = _EXPLICIT_CHUNK.fullmatch(piece)
+        if m is not None and len(_TOKEN_RE.findall(m.group(1))) % 2 == 0:
+            kinds.add("explicit")
+            steps = max(steps, len(_TOKEN_RE.findall(m.group(1))) // 2)
+        elif _VALUE.fullmatch(piece) is not None:
+            kinds.add("values")
+        else:
+            return "other"
+    n = len(pieces) - 1
+    if len(kinds) > 1 or n > depth:
+        return "other"
+    if n < depth:
+        return "chunked"
+    return kinds.pop() if steps <= 1 else "other"
 
 
 def render(x: str, steps, fmt: str = "values", granularity: int = 1):

@@ -19,7 +19,7 @@ from hlsm.evaluate import (
 from hlsm.model import HLSM
 from hlsm.policy import Policy, PolicyConfig
 from hlsm.support import EVAL_INPUTS, TRAIN_INPUTS, Split, Support
-from hlsm.text import REWARDS
+from hlsm.text import FORMS, REWARDS
 
 torch.set_num_threads(1)
 SKILLS = ("reverse", "shift_up")
@@ -110,6 +110,9 @@ def test_evaluate_end_to_end_and_csv(tmp_path):
         top = lookup(rows, s)
         assert top["n"] == 12 and 0 <= top["pass@1"] <= top["pass@4"] <= 1
     assert sum(r["n"] for r in rows if r["support"] == "seen" and r["by"] == "composition") == 12
+    for r in rows:  # every completion takes exactly one form, greedy and sampled
+        assert sum(r[f"form/{f}"] for f in FORMS) == pytest.approx(1.0)
+        assert sum(r[f"sampled_form/{f}"] for f in FORMS) == pytest.approx(1.0)
     assert evaluate(model, split, n=12, max_new_tokens=24) == evaluate(model, split, n=12, max_new_tokens=24)
     with pytest.raises(ValueError, match="samples"):
         evaluate(model, split, n=2, samples=2, pass_k=(4,))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import hlsm
-from hlsm.checkpoint import NonFiniteLossError, load_policy, read_metrics
+from hlsm.checkpoint import NonFiniteLossError, load_policy, read_config, read_metrics
 from hlsm.grpo import (
     GRPO_PRESETS,
     GRPOConfig,
@@ -782,3 +782,42 @@ def test_dynamic_sampling_flags_on_the_command_line(sft_run, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["--init", str(sft_run), "--out", str(tmp_path / "x"), "--dynamic-sampling", "--max-draws", "0"])
     assert e.value.code == 2 and "GRPOConfig.max_draws" in capsys.readouterr().err
+
+
+def test_per_support_formats_reach_grpo_prompts_replay_and_the_control(sft_run):
+    """With the base's per-support formats (``SFTConfig.formats``), GRPO renders its RL prompts and its
+    replay items as SFT rendered them, and the labelled control still trains on exactly those items."""
+    import dataclasses
+
+    from hlsm.control import labelled_control
+    from hlsm.grpo import GRPO
+    from hlsm.sft import data_streams, encode_examples, local_batch, make_batch, make_split, mix_counts
+    from hlsm.text import Tokenizer
+
+    base = dataclasses.replace(SFTConfig.from_dict(read_config(sft_run)), formats={"rl_inside": "answer",
+                                                                                    "sft": "explicit/2"})
+    cfg = tiny(sft_run, prompts_per_step=4, replay_fraction=0.5, steps=2)
+    model, split, fmt, gran = load_init(cfg.init)
+    trainer = GRPO(cfg, model, split, fmt, gran, formats=base.formats)
+    assert {ex.format for ex in trainer.prompts(0)} == {"answer"}
+    assert {(ex.format, ex.granularity) for ex in trainer.replay_items(0)} == {("explicit", 2)}
+    control = labelled_control(cfg, base).validate()
+    assert control.formats == base.formats
+    streams = data_streams(control, make_split(control.split))
+    counts = mix_counts(control.train_supports, control.batch_size)
+    tok, block = Tokenizer(), model.config.block_size
+    for k in range(cfg.steps):
+        want = make_batch([encode_examples(tok, trainer.prompts(k) + trainer.replay_items(k))], tok.pad_id, block)
+        for a, b in zip(want, local_batch(streams, counts, k, 0, control.batch_size, tok, block)):
+            assert torch.equal(a, b), k
+
+
+def test_grpo_logs_the_form_each_rollout_takes(sft_run, tmp_path):
+    """Every step's metrics say which share of its completions wrote each step out (explicit, values),
+    in fewer chunks, the answer alone or something else: the shares sum to 1."""
+    from hlsm.text import FORMS
+
+    grpo_train(tiny(sft_run, steps=2), tmp_path / "g", progress=False)
+    for m in (m for m in read_metrics(tmp_path / "g") if "reward_mean" in m):
+        shares = [m[f"form/{f}"] for f in FORMS]
+        assert all(0 <= x <= 1 for x in shares) and sum(shares) == pytest.approx(1.0)

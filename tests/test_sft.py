@@ -75,6 +75,10 @@ def tiny_cfg(**kw) -> SFTConfig:
         ("eval_supports", dict(eval_supports=("nowhere",))),
         ("split", dict(split={"factory": "nope"})),
         ("batch_size", dict(train_supports={"sft": 1.0, "atoms": 0.01}, batch_size=4)),
+        ("formats", dict(formats={"sft": "verbose"})),
+        ("formats", dict(formats={"sft": "answer/2"})),
+        ("formats", dict(formats={"seen": "values"})),  # an evaluation support: never rendered for training
+        ("formats", dict(formats=["sft"])),
     ],
 )
 def test_config_validation_names_the_field(field, kwargs):
@@ -263,3 +267,20 @@ def test_continued_sft_starts_from_the_init_policy(tmp_path):
     assert cont.model.config == base.model.config
     for a, b in zip(base.model.state_dict().values(), cont.model.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_each_support_renders_in_its_own_format():
+    """``SFTConfig.formats``: atoms explicit beside compounds in values, chunked or answer only; a support
+    not named keeps ``fmt``. The batch is the same items, each rendered as its support says."""
+    from hlsm.sft import data_streams
+
+    split = small_split()
+    for spec, want in (("values", ("values", 1)), ("explicit/2", ("explicit", 2)), ("answer", ("answer", 1))):
+        cfg = tiny_cfg(fmt="explicit", train_supports={"sft": 1.0, "atoms": 0.5}, formats={"sft": spec}).validate()
+        streams = data_streams(cfg, split)
+        assert (streams["sft"].fmt, streams["sft"].granularity) == want
+        assert (streams["atoms"].fmt, streams["atoms"].granularity) == ("explicit", 1)
+        plain = HLSM(support=split.train["sft"], seed=cfg.seed, stream=streams["sft"].stream, fmt=want[0],
+                     granularity=want[1])
+        assert [e.completion for e in streams["sft"].sample(5)] == [e.completion for e in plain.sample(5)]
+    assert SFTConfig.from_dict(cfg.to_dict()).formats == {"sft": "answer"}

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import hlsm
 from hlsm import HLSM, Tokenizer, parse_completion
-from hlsm.text import REWARDS, VOCAB_FILE, expected_chunks, render, write_vocab
+from hlsm.text import FORMS, REWARDS, VOCAB_FILE, expected_chunks, render, trace_form, trace_format, write_vocab
 
 # the docstring example of hlsm.text, computed by hand: chain reverse, then skip shift_up
 STEPS = [("chain", "reverse", "dcba"), ("skip", "shift_up", "bcde")]
@@ -126,3 +126,37 @@ def test_an_unknown_format_or_a_non_example_is_the_callers_error():
     with pytest.raises(ValueError, match="must be an hlsm Example"):
         hlsm.score(None, "#ab")
     assert parse_completion(None).well_formed is False  # model output never raises
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10**6), fmt=st.sampled_from(hlsm.FORMATS), g=st.integers(1, 3))
+def test_trace_form_reads_every_golden_trace_as_what_it_shows(seed, fmt, g):
+    """A golden trace is read as its format when it shows every step, as chunked when its chunks hide
+    some, and an answer-only trace as "answer"; the reader never sees the example, only the text."""
+    for ex in HLSM(depth=(1, 4), seed=seed, fmt=fmt, granularity=g).sample(20):
+        if fmt == "answer":
+            want = "answer"
+        else:
+            want = fmt if g == 1 or ex.depth == 1 else "chunked"
+        assert trace_form(ex.completion, ex.depth) == want
+
+
+@given(st.lists(st.sampled_from(list("ab#;=R0S01xyz")), max_size=30).map("".join), st.integers(1, 5))
+def test_trace_form_never_raises(text, depth):
+    assert trace_form(text, depth) in FORMS
+    assert trace_form(None, depth) == "other"
+
+
+def test_trace_form_names_mixed_and_overlong_traces_other():
+    assert trace_form("dcba;R2S09=bcde;#bcde", 2) == "other"  # a value chunk beside an explicit one
+    assert trace_form("a;b;c;#c", 2) == "other"  # more chunks than steps
+    assert trace_form("R0S00R2S09=bcde;R1S01=bcde;#bcde", 2) == "other"  # two steps in a chunk, and more
+    assert trace_form("R0S00R2S09=bcde;#bcde", 2) == "chunked"
+    assert trace_form("#BCDE", 2) == "other"  # not a value
+
+
+def test_trace_format_specs():
+    assert trace_format("explicit") == ("explicit", 1) and trace_format("values/3") == ("values", 3)
+    for bad in ("explicit/0", "answer/2", "nosuch", "values/x", "", None):
+        with pytest.raises(ValueError, match="unknown trace format"):
+            trace_format(bad)
