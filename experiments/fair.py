@@ -88,19 +88,20 @@ PRESETS = {
 }
 
 
-def split_spec(preset: str, partition: int) -> dict:
-    """The chosen regime's split with ``validation`` carved out of its held-out range."""
-    spec = regime.split_spec(PRESETS[preset]["regime"], regime.CHOSEN, partition)
+def split_spec(preset: str, partition: int, condition: str = regime.CHOSEN) -> dict:
+    """The regime condition's split (default: the chosen regime's) with ``validation`` carved out of its
+    held-out range."""
+    spec = regime.split_spec(PRESETS[preset]["regime"], condition, partition)
     lo, hi = spec["heldout"]
     if not lo <= VALIDATION_BUCKETS[0] < VALIDATION_BUCKETS[1] < hi:
         raise ValueError(f"VALIDATION_BUCKETS {VALIDATION_BUCKETS} must lie inside the held-out range {lo, hi}")
     return dict(spec, validation=list(VALIDATION_BUCKETS), heldout=[VALIDATION_BUCKETS[1], hi])
 
 
-def base(preset: str, unit: tuple) -> SFTConfig:
-    """The unit's SFT base: the regime's, on the split with a validation support."""
-    p = regime.study_preset(PRESETS[preset]["regime"], regime.CHOSEN)
-    return base_config(p["sft"], split_spec(preset, unit[0]), unit[1])
+def base(preset: str, unit: tuple, condition: str = regime.CHOSEN) -> SFTConfig:
+    """The unit's SFT base: the regime condition's, on the split with a validation support."""
+    p = regime.study_preset(PRESETS[preset]["regime"], condition)
+    return base_config(p["sft"], split_spec(preset, unit[0], condition), unit[1])
 
 
 def block(preset: str, start: SFTConfig, init: Path, offset: int) -> SFTConfig:
@@ -139,43 +140,51 @@ def _check(run: Path, split: dict, n: int, seed: int, first: bool) -> dict:
             for r in posthoc_eval(run, split, (SEEN, VALIDATION), n, seed, by=("all",))}
 
 
-def plateau_bases(preset: str, units: list, runs: str, workers: int = 0) -> dict:
-    """unit -> the plateau record: its chain of run directories, the checks, the gains, at_plateau.
+def plateau_bases(preset: str, units: list, runs: str, workers: int = 0, condition: str = regime.CHOSEN) -> dict:
+    """unit -> the plateau record of its base in ``condition``: its chain of run directories, the checks,
+    the gains, at_plateau (``plateau_chains``)."""
+    return plateau_chains(preset, {u: (condition, u) for u in units}, runs, workers)
 
-    Units train side by side (one process each): the bases, then round by round one more block
-    for every unit whose last check did not meet ``PLATEAU``, up to the preset's ``max_blocks``.
+
+def plateau_chains(preset: str, bases: dict, runs: str, workers: int = 0) -> dict:
+    """key -> the plateau record of base ``bases[key] = (condition, unit)``: its chain of run directories,
+    the checks, the gains, at_plateau.
+
+    Chains train side by side (one process each): the bases, then round by round one more block for
+    every base whose last check did not meet ``PLATEAU``, up to the preset's ``max_blocks``.
     """
     p = PRESETS[preset]
-    cfgs = {u: base(preset, u) for u in units}
-    state = {u: {"chain": [d], "configs": [cfgs[u]]} for u, d in zip(units, run_all(
-        [("sft", cfgs[u]) for u in units], runs, workers))}
+    cfgs = {k: base(preset, u, c) for k, (c, u) in bases.items()}
+    state = {k: {"chain": [d], "configs": [cfgs[k]]} for k, d in zip(bases, run_all(
+        [("sft", cfgs[k]) for k in bases], runs, workers))}
     for r in range(p["max_blocks"] + 1):
-        for u in units:
-            s = state[u]
-            done = sum(c.steps for c in s["configs"])
+        for k, (c, u) in bases.items():
+            s = state[k]
+            done = sum(cf.steps for cf in s["configs"])
             if len(s.get("checks", [])) < len(s["chain"]):
-                split = split_spec(preset, u[0])
-                s["checks"] = [{"updates": sum(c.steps for c in s["configs"][: i + 1]),
+                split = split_spec(preset, u[0], c)
+                s["checks"] = [{"updates": sum(cf.steps for cf in s["configs"][: i + 1]),
                                 **_check(d, split, p["n_plateau"], u[1], i == 0)} for i, d in enumerate(s["chain"])]
             s["gain"] = plateau_gain(s["checks"])
             s["at_plateau"] = at_plateau(s["gain"])
-            s["updates"], s["offset"] = done, sum(c.steps * c.batch_size for c in s["configs"])
-            c = s["checks"][-1]
-            print(f"plateau: unit {u}: {done} updates, seen {100 * c[SEEN]:.1f} validation {100 * c[VALIDATION]:.1f}, "
-                  f"gain {100 * s['gain'][SEEN]:+.1f} / {100 * s['gain'][VALIDATION]:+.1f} points, "
-                  f"at plateau {s['at_plateau']}", flush=True)
-        todo = [u for u in units if not state[u]["at_plateau"]]
+            s["updates"], s["offset"] = done, sum(cf.steps * cf.batch_size for cf in s["configs"])
+            last = s["checks"][-1]
+            name = f"unit {u}" if c == regime.CHOSEN else f"{c} unit {u}"
+            print(f"plateau: {name}: {done} updates, seen {100 * last[SEEN]:.1f} validation "
+                  f"{100 * last[VALIDATION]:.1f}, gain {100 * s['gain'][SEEN]:+.1f} / "
+                  f"{100 * s['gain'][VALIDATION]:+.1f} points, at plateau {s['at_plateau']}", flush=True)
+        todo = [k for k in bases if not state[k]["at_plateau"]]
         if r == p["max_blocks"] or not todo:
             break
-        nxt = {u: block(preset, cfgs[u], state[u]["chain"][-1], state[u]["offset"]) for u in todo}
-        for u, d in zip(todo, run_all([("sft", nxt[u]) for u in todo], runs, workers)):
-            state[u]["chain"].append(d)
-            state[u]["configs"].append(nxt[u])
+        nxt = {k: block(preset, cfgs[k], state[k]["chain"][-1], state[k]["offset"]) for k in todo}
+        for k, d in zip(todo, run_all([("sft", nxt[k]) for k in todo], runs, workers)):
+            state[k]["chain"].append(d)
+            state[k]["configs"].append(nxt[k])
     return state
 
 
 def arm_config(preset: str, arm: str, lr: float, unit: tuple, plateau: dict,
-               followed: Path | None = None) -> tuple[str, object]:
+               followed: Path | None = None, condition: str = regime.CHOSEN) -> tuple[str, object]:
     """(run kind, config) of ``arm`` at rate ``lr`` from the unit's plateau base; a follower of the
     dynamic-sampling arm (``FOLLOWERS``) takes ``followed``, the finished ``grpo_dyn`` run it follows."""
     p = PRESETS[preset]
@@ -185,7 +194,7 @@ def arm_config(preset: str, arm: str, lr: float, unit: tuple, plateau: dict,
         if kind == "rft":
             return "grpo", dataclasses.replace(rft_control(g, run=followed), lr=lr)
         return "sft", SFTConfig.from_dict(dict(labelled_control(g, run=followed).to_dict(), lr=lr))
-    rp = regime.study_preset(p["regime"], regime.CHOSEN)
+    rp = regime.study_preset(p["regime"], condition)
     g = grpo_config(dict(rp["grpo"], rl_support=RL_ARMS[mirrors], lr=lr, warmup_steps=WARMUP, steps=p["steps"],
                          eval_every=p["eval_every"], eval_supports=(VALIDATION, UNSEEN), eval_n=p["n_val"],
                          ckpt_every=p["eval_every"], **({"dynamic_sampling": True} if arm == "grpo_dyn" else {})),
@@ -221,37 +230,42 @@ def val_score(run: Path, split: dict, n: int, seed: int) -> dict:
 
 
 def train_arms(preset: str, jobs: list[tuple], plateaus: dict, runs: str, workers: int,
-               followed: dict | None = None) -> list[tuple[tuple, Path]]:
+               followed: dict | None = None, condition: str = regime.CHOSEN) -> list[tuple[tuple, Path]]:
     """Train ``jobs`` [(unit, arm, lr)]; [(job, run directory)] of those that could run. A follower whose
     ``grpo_dyn`` run (``followed[unit]``) cannot be followed (it stopped early) is named and left out."""
     cfgs = []
     for u, arm, lr in jobs:
         try:
-            cfgs.append(((u, arm, lr), arm_config(preset, arm, lr, u, plateaus[u], (followed or {}).get(u))))
+            cfgs.append(((u, arm, lr), arm_config(preset, arm, lr, u, plateaus[u], (followed or {}).get(u),
+                                                  condition)))
         except ValueError as e:
             print(f"unit {u} {arm} at lr {lr:g}: not trained: {e}", flush=True)
     return list(zip([j for j, _ in cfgs], run_all([c for _, c in cfgs], runs, workers)))
 
 
-def grid(preset: str, units, runs: str, workers: int = 0, dynamic: bool = False) -> tuple[list[dict], dict, dict]:
+def grid(preset: str, units, runs: str, workers: int = 0, dynamic: bool = False,
+         condition: str = regime.CHOSEN) -> tuple[list[dict], dict, dict]:
     """(one row per unit x arm x rate, arm -> chosen rate, the units' plateau records). With ``dynamic``
     the followers' rates are chosen second, following each unit's ``grpo_dyn`` run at its chosen rate."""
     p = PRESETS[preset]
-    plateaus = plateau_bases(preset, list(units), runs, workers)
+    plateaus = plateau_bases(preset, list(units), runs, workers, condition)
     first = [a for a in (*ARMS, *(DYNAMIC_ARMS if dynamic else ())) if a not in FOLLOWERS]
-    done = train_arms(preset, [(u, a, lr) for u in units for a in first for lr in p["lrs"]], plateaus, runs, workers)
-    rows = grid_rows(preset, done, workers)
+    done = train_arms(preset, [(u, a, lr) for u in units for a in first for lr in p["lrs"]], plateaus, runs, workers,
+                      condition=condition)
+    rows = grid_rows(preset, done, workers, condition)
     if dynamic:
         rate = choose_rates(rows, p["lrs"])["grpo_dyn"]
         followed = {u: d for (u, a, lr), d in done if a == "grpo_dyn" and lr == rate}
         jobs = [(u, a, lr) for u in followed for a in FOLLOWERS for lr in p["lrs"]]
-        rows += grid_rows(preset, train_arms(preset, jobs, plateaus, runs, workers, followed), workers)
+        rows += grid_rows(preset, train_arms(preset, jobs, plateaus, runs, workers, followed, condition), workers,
+                          condition)
     return rows, choose_rates(rows, p["lrs"]), plateaus
 
 
-def grid_rows(preset: str, done: list[tuple[tuple, Path]], workers: int) -> list[dict]:
+def grid_rows(preset: str, done: list[tuple[tuple, Path]], workers: int, condition: str = regime.CHOSEN) -> list[dict]:
     p = PRESETS[preset]
-    vals = parallel(val_score, [(d, split_spec(preset, u[0]), p["n_val"], u[1]) for (u, _, _), d in done], workers)
+    vals = parallel(val_score, [(d, split_spec(preset, u[0], condition), p["n_val"], u[1]) for (u, _, _), d in done],
+                    workers)
     return [{"split": u[0], "seed": u[1], "arm": arm, "lr": lr, "run": d.name, "minutes": minutes(d), **v,
              **grpo_stats(d), "curve": json.dumps(curve(d))} for ((u, arm, lr), d), v in zip(done, vals)]
 
@@ -265,9 +279,10 @@ def choose_rates(rows: list[dict], lrs) -> dict:
     return chosen
 
 
-def unit_row(preset: str, unit: tuple, name: str, run: Path) -> dict:
-    """A unit's row for one run: test accuracy (greedy, T = 1, pass@8) on unseen L_train and deeper."""
-    p, split = PRESETS[preset], split_spec(preset, unit[0])
+def unit_row(preset: str, unit: tuple, name: str, run: Path, condition: str = regime.CHOSEN) -> dict:
+    """A unit's row for one run: test accuracy (greedy, T = 1, pass@8) on unseen L_train and deeper, and
+    the forms its completions take there (greedy and sampled: ``hlsm.text.FORMS``)."""
+    p, split = PRESETS[preset], split_spec(preset, unit[0], condition)
     depth = split["depth"]
     row = {"split": unit[0], "seed": unit[1], "condition": name, "run": Path(run).name}
     got = [(f"L{depth}", r) for r in scores(run, split, (UNSEEN,), p["n_test"], unit[1], ("all",))]
@@ -275,6 +290,7 @@ def unit_row(preset: str, unit: tuple, name: str, run: Path) -> dict:
     for key, r in got:
         row.update({f"greedy/{key}": float(r["answer"]), f"t1/{key}": float(r["pass@1"]),
                     f"pass{SAMPLES}/{key}": float(r[f"pass@{SAMPLES}"])})
+        row.update({f"{k}/{key}": float(v) for k, v in r.items() if k.startswith(("form/", "sampled_form/"))})
     return row
 
 
@@ -488,16 +504,22 @@ def main(argv=None) -> int:
     ap.add_argument("--stage", choices=("plateau", "grid", "table"), default="table",
                     help="plateau: the bases only; grid: each arm's rate on GRID_UNITS; table: Table 1 "
                          "(reads the grid's choice from --out, or runs the grid first)")
+    ap.add_argument("--condition", default=regime.CHOSEN, choices=list(regime.CONDITIONS),
+                    help="the regime condition (experiments.regime.CONDITIONS; default the chosen regime); "
+                         "another condition writes under <out>/<condition>/")
     ap.add_argument("--dynamic", action="store_true",
                     help="also the dynamic-sampling condition: grpo_dyn and its controls on the prompts it kept")
     a = ap.parse_args(argv)
-    out, t0 = output_dir(a.out, a.preset), time.time()
+    out, t0, cond = output_dir(a.out, a.preset), time.time(), a.condition
+    if cond != regime.CHOSEN:  # never over the chosen regime's files
+        out = out / cond
+        out.mkdir(parents=True, exist_ok=True)
     units = [(sp, s) for sp in a.splits for s in a.seeds]
     meta = {"study": vars(a), "plateau_rule": PLATEAU, "lrs": PRESETS[a.preset]["lrs"], "warmup": WARMUP,
             "preset": PRESETS[a.preset], "grid_units": GRID_UNITS, "validation_buckets": VALIDATION_BUCKETS,
             "provenance": provenance()}
     if a.stage == "plateau":
-        state = plateau_bases(a.preset, units, a.runs, a.workers)
+        state = plateau_bases(a.preset, units, a.runs, a.workers, cond)
         write_csv(plateau_rows(state), out / "fair_plateau.csv")
         for r in plateau_rows(state):
             print(f"unit {r['split']},{r['seed']}: {r['updates']} updates, at plateau {r['at_plateau']} "
@@ -507,7 +529,7 @@ def main(argv=None) -> int:
     grid_file = out / "fair_grid.json"
     if a.stage == "grid" or not grid_file.exists():
         rows, chosen, state = grid(a.preset, GRID_UNITS if a.preset == "cpu" else units[:2], a.runs, a.workers,
-                                   a.dynamic)
+                                   a.dynamic, cond)
         write_csv(plateau_rows(state), out / "fair_grid_plateau.csv")
         write_csv(rows, out / "fair_grid.csv")
         plot_grid(rows, chosen, PRESETS[a.preset]["lrs"], out / "fair_grid")
@@ -520,21 +542,21 @@ def main(argv=None) -> int:
     if set(arms) - set(chosen):
         ap.error(f"{grid_file} has no rate for {sorted(set(arms) - set(chosen))}: run --stage grid"
                  + (" --dynamic" if a.dynamic else ""))
-    state = plateau_bases(a.preset, units, a.runs, a.workers)
+    state = plateau_bases(a.preset, units, a.runs, a.workers, cond)
     done = train_arms(a.preset, [(u, arm, chosen[arm]) for u in units for arm in arms if arm not in FOLLOWERS],
-                      state, a.runs, a.workers)
+                      state, a.runs, a.workers, condition=cond)
     if a.dynamic:
         followed = {u: d for (u, arm, _), d in done if arm == "grpo_dyn"}
         done += train_arms(a.preset, [(u, arm, chosen[arm]) for u in followed for arm in FOLLOWERS], state, a.runs,
-                           a.workers, followed)
+                           a.workers, followed, cond)
     runs = [(u, "base", state[u]["chain"][-1]) for u in units] + [(u, arm, d) for (u, arm, _), d in done]
-    rows = parallel(unit_row, [(a.preset, u, name, d) for u, name, d in runs], a.workers)
+    rows = parallel(unit_row, [(a.preset, u, name, d, cond) for u, name, d in runs], a.workers)
     for r, (u, name, d) in zip(rows, runs):
         r.update({"at_plateau": state[u]["at_plateau"], "lr": chosen.get(name), "minutes": minutes(d),
                   **grpo_stats(d)})
         if name != "base":
             r["curve"] = json.dumps(curve(d))
-    depth = split_spec(a.preset, units[0][0])["depth"]
+    depth = split_spec(a.preset, units[0][0], cond)["depth"]
     md = report_tables(rows, len(units), depth, out)
     write_csv(plateau_rows(state), out / "fair_plateau.csv")
     write_csv(rows, out / "fair.csv")

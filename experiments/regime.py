@@ -36,7 +36,7 @@ from experiments.report import figure_parser, mean_ci, output_dir, provenance, w
 from experiments.runs import cached_json
 from hlsm.checkpoint import CONFIG, POLICY, read_metrics
 from hlsm.control import labelled_control
-from hlsm.names import DEEPER, RL, RL_ATOMS, SEEN, UNSEEN
+from hlsm.names import ATOMS, DEEPER, RL, RL_ATOMS, SEEN, UNSEEN
 
 # Fixed before any condition was run (issue 16); never loosened after looking.
 CRITERIA = {
@@ -66,6 +66,12 @@ PRESETS = {
                 split=SPLIT, n_p0=128, n_deeper=1024),
 }
 
+# SFT on L = 1, 2, 3 compounds of 10% of the compositions (the chosen regime's split levers)
+D123_COV10 = {"sft": [0, 100], "rl": [100, 300], "heldout": [300, 1000], "sft_depths": [1, 2, 3]}
+# ... and on L = 2, 3 only: in the compound conditions an L = 1 prompt is an atom, shown only explicitly
+D23_COV10 = dict(D123_COV10, sft_depths=[2, 3])
+ATOMS_EXPLICIT = {ATOMS: "explicit", RL_ATOMS: "explicit"}  # atoms installed with their tokens and values
+
 # condition -> SFT overrides (fmt, model) and split overrides. Each is one lever of issue 16.
 CONDITIONS = {
     "values_learned": dict(fmt="values", model={"pos": "learned"}),  # the old regime's format, at L = 3
@@ -82,9 +88,26 @@ CONDITIONS = {
                                  split={"sft": [0, 100], "rl": [100, 300], "heldout": [300, 1000]}),
     # both levers: SFT on L = 1, 2, 3 compounds of 10% of the compositions (added after the one-unit
     # screen of the two above, each of which missed criterion 1 by 4-6 points)
-    "explicit_nopos_d123_cov10": dict(fmt="explicit", model={"pos": "none"},
-                                      split={"sft": [0, 100], "rl": [100, 300], "heldout": [300, 1000],
-                                             "sft_depths": [1, 2, 3]}),
+    "explicit_nopos_d123_cov10": dict(fmt="explicit", model={"pos": "none"}, split=D123_COV10),
+    # --- issue 31: the paper's mechanism. The chosen regime's model and split (SFT compounds at L = 2, 3
+    # only), its atoms installed explicitly (tokens and values, in SFT and as RL-on-atoms prompts), its
+    # compounds shown as one canonical trace that hides the atoms: every value but no module tokens
+    # (values), the module tokens of all steps in one chunk with only the last value (chunked: the
+    # intermediate values hidden), or the answer alone (answer). Criteria: COMPOUND_CRITERIA, at the
+    # fair test's plateau (experiments.compound).
+    "compound_values": dict(fmt="values", model={"pos": "none"}, formats=ATOMS_EXPLICIT, split=D23_COV10),
+    "compound_chunked": dict(fmt="explicit", granularity=3, model={"pos": "none"}, formats=ATOMS_EXPLICIT,
+                             split=D23_COV10),
+    "compound_answer": dict(fmt="answer", model={"pos": "none"}, formats=ATOMS_EXPLICIT, split=D23_COV10),
+}
+# Fixed before any compound condition ran (issue 31); never loosened after looking. Read off a base at
+# the fair test's plateau rule (experiments.fair.PLATEAU), on its unit's items:
+COMPOUND_CRITERIA = {
+    "gap_min": 0.10,  # a compositional gap: seen - unseen greedy accuracy at L_train >= 10 points
+    "unseen_lo": 0.15,  # unseen L_train greedy accuracy in [lo, hi]: headroom, and p0 > 0
+    "unseen_hi": 0.70,
+    "deeper_min": 0.03,  # L_train + 1 greedy accuracy >= 3%, its 95% interval over units above 0
+    "tied_max": 0.50,  # <= 50% of GRPO groups tied on the RL prompts (8 samples at T = 1, the base)
 }
 # The condition the study chose (docs/regime.md; the first to meet all four criteria over 2 x 3
 # units): the task and model of the figures' ``cpu`` and ``tiny`` presets (``experiments.protocol.PRESETS``)
@@ -100,7 +123,8 @@ def study_preset(preset: str, condition: str) -> dict:
     """The run sizes of ``preset`` in the task and model of ``condition``: {"sft", "grpo", "split"}, the
     shape of ``experiments.protocol.PRESETS`` (whose ``cpu`` preset is the chosen regime's)."""
     p, c = PRESETS[preset], CONDITIONS[condition]
-    return {"sft": dict(p["sft"], fmt=c["fmt"], model=c["model"]), "grpo": dict(p["grpo"]),
+    traces = {k: c[k] for k in ("granularity", "formats") if k in c}  # the compound conditions' trace formats
+    return {"sft": dict(p["sft"], fmt=c["fmt"], model=c["model"], **traces), "grpo": dict(p["grpo"]),
             "split": dict(p["split"], **c.get("split", {})), "n_deeper": p["n_deeper"]}
 
 

@@ -1,0 +1,60 @@
+"""The compound-trace regime study: its conditions' trace formats, its criteria, one tiny end-to-end run."""
+
+from __future__ import annotations
+
+import pytest
+
+from experiments import compound, fair, regime
+from experiments.report import read_csv
+from hlsm.names import ATOMS, SEEN, SFT, UNSEEN
+from hlsm.sft import data_streams, make_split
+from hlsm.text import trace_form
+
+
+@pytest.mark.parametrize("condition", compound.CONDITIONS)
+def test_compound_conditions_install_atoms_explicitly_and_hide_them_in_compounds(condition):
+    cfg = fair.base("cpu", (0, 0), condition).validate()
+    streams = data_streams(cfg, make_split(cfg.split))
+    want = {"compound_values": "values", "compound_chunked": "chunked", "compound_answer": "answer"}[condition]
+    for atom in streams[ATOMS].sample(20):
+        assert trace_form(atom.completion, atom.depth) == "explicit"
+    for comp in streams[SFT].sample(20):  # compounds only (L = 2, 3), each one canonical trace hiding the atoms
+        assert comp.depth in (2, 3) and trace_form(comp.completion, comp.depth) == want
+    # everything else is the chosen regime's: model, sizes, and the split but for SFT's depths
+    chosen = fair.base("cpu", (0, 0))
+    assert cfg.model == chosen.model and cfg.steps == chosen.steps and cfg.lr == chosen.lr
+    assert {k: v for k, v in cfg.split.items() if k != "sft_depths"} == \
+           {k: v for k, v in chosen.split.items() if k != "sft_depths"}
+
+
+def _row(cond, seed, at, seen, unseen, l4, tied):
+    return {"condition": cond, "split": 0, "seed": seed, "at_plateau": at, "gap": seen - unseen,
+            f"greedy/{SEEN}/L3": seen, f"greedy/{UNSEEN}/L3": unseen, "greedy/L4": l4, "rl_zero_std": tied}
+
+
+def test_criteria_are_read_on_units_at_plateau_and_undecided_without_an_interval():
+    ok = [_row("c", s, True, 0.7, 0.4 + 0.01 * s, 0.05 + 0.01 * s, 0.3) for s in range(3)]
+    assert compound.judge(ok, 3) == {"plateau": True, "gap": True, "unseen": True, "deeper": True, "tied": True,
+                                     "n_at": 3}
+    one = compound.judge(ok[:1], 3)
+    assert one["deeper"] is None and one["gap"] is True  # one unit: no interval, so L4 is not decided
+    assert compound.judge([_row("c", 0, True, 0.7, 0.4, 0.01, 0.3)], 3)["deeper"] is False  # below 3% either way
+    off = compound.judge([dict(ok[0], at_plateau=False), *ok[1:]], 3)
+    assert off["plateau"] is False and off["n_at"] == 2
+    nogap = compound.judge([_row("c", s, True, 0.5, 0.45, 0.05, 0.6) for s in range(3)], 3)
+    assert nogap["gap"] is False and nogap["tied"] is False
+    assert compound.judge([dict(r, at_plateau=False) for r in ok], 3)["gap"] is None
+
+
+def test_tiny_compound_screen_end_to_end(tmp_path):
+    """The pipeline on the tiny preset (it learns nothing): one plateau chain, the base's numbers, the
+    criteria, the files."""
+    assert compound.main(["--preset", "tiny", "--seeds", "0", "--splits", "0", "--conditions", "compound_answer",
+                          "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--workers", "1"]) == 0
+    rows = read_csv(tmp_path / "out" / "compound.csv")
+    assert len(rows) == 1 and rows[0]["condition"] == "compound_answer"
+    for key in ("gap", "greedy/unseen/L3", "t1/unseen/L3", "greedy/L4", "rl_zero_std", "form/answer/unseen/L3"):
+        assert rows[0][key] != ""
+    md = (tmp_path / "out" / "compound.md").read_text()
+    assert "`compound_answer`" in md and "criteria" in md.lower() and (tmp_path / "out" / "compound.png").exists()
+    assert set(regime.COMPOUND_CRITERIA) == {"gap_min", "unseen_lo", "unseen_hi", "deeper_min", "tied_max"}
