@@ -9,11 +9,13 @@ explicitly and show each compound as one canonical trace: every value without mo
 (``values``), the module tokens of all steps with only the last value (``chunked``), or the answer
 alone (``answer``). Rollouts may take any form; the verifier reads only the answer.
 
-Each condition's units get the fair test's plateau base (``experiments.fair.plateau_bases``: its rule,
-blocks and cap), which is then read against ``regime.COMPOUND_CRITERIA``, fixed before any run:
-the base at its plateau; a compositional gap (seen - unseen >= 10 points at L_train); unseen
-L_train in 15-70%; L_train + 1 >= 3% with its 95% interval over units above 0 (no interval with one
-unit: not decided); <= 50% tied groups on the RL prompts. Every base also reports T = 1 accuracy
+Each condition's units get the fair test's plateau base (``experiments.fair.plateau_chains``: its rule,
+blocks and cap; every chain side by side), which is then read against ``regime.COMPOUND_CRITERIA``,
+fixed before any run: the base at its plateau (a unit that misses it is reported, and the other
+criteria are read over the units that meet it); a compositional gap (seen - unseen >= 10 points at
+L_train); unseen L_train in 15-70%; L_train + 1 >= 3% with its 95% interval over units above 0 (one
+unit has no interval: decided only when below 3%); <= 50% tied groups on the RL prompts. A number
+that could not be measured leaves its criterion undecided. Every base also reports T = 1 accuracy
 and the forms its completions take (``hlsm.text.FORMS``). Writes ``compound.{csv,md,json,png}``
 (``--out``; default ``paper_figures/compound/`` for the ``cpu`` preset). The chosen condition's
 RL arms and controls are then ``python -m experiments.fair --condition <it>``.
@@ -25,12 +27,12 @@ import time
 
 from experiments import fair, regime
 from experiments.engine import parallel
-from experiments.report import figure_parser, mean_ci, output_dir, pm, provenance, write_csv, write_json
+from experiments.report import figure_parser, mean_ci, output_dir, pm, provenance, read_csv, write_csv, write_json
 from experiments.runs import cached_json
 from hlsm.names import DEEPER, SEEN, UNSEEN, VALIDATION
 from hlsm.text import FORMS
 
-CONDITIONS = tuple(c for c in regime.CONDITIONS if c.startswith("compound_"))
+CONDITIONS = tuple(c for c in fair.CONDITIONS if c.startswith("compound_"))
 CRITERIA = regime.COMPOUND_CRITERIA
 
 
@@ -46,8 +48,7 @@ def base_row(preset: str, condition: str, unit: tuple, state: dict) -> dict:
            for r in fair.scores(run, split, (s,), p["n_test"], unit[1], ("all",))]
     got += [(f"L{r['group']}", r) for r in fair.scores(run, split, (DEEPER,), p["n_deeper"], unit[1], ("depth",))]
     for key, r in got:
-        row.update({f"greedy/{key}": float(r["answer"]), f"t1/{key}": float(r["pass@1"])})
-        row.update({f"{k}/{key}": float(v) for k, v in r.items() if k.startswith(("form/", "sampled_form/"))})
+        row.update(fair.cells(r, key))
     row["gap"] = row[f"greedy/{SEEN}/L{depth}"] - row[f"greedy/{UNSEEN}/L{depth}"]
     n = regime.PRESETS[p["regime"]]["n_p0"]
     row.update(cached_json(run, "regime-signal", {"split": split, "n": n, "seed": unit[1]}, regime.group_signal,
@@ -56,20 +57,27 @@ def base_row(preset: str, condition: str, unit: tuple, state: dict) -> dict:
 
 
 def judge(rows: list[dict], depth: int) -> dict:
-    """One condition's criteria over its units at plateau: each True / False, or None where it cannot be
-    decided (no unit at plateau; the deeper interval with one unit)."""
+    """One condition's criteria (plain bools) read over its units at plateau: "plateau" is whether any unit
+    met the rule (``n_at`` says how many), the others True / False, or None where they cannot be decided
+    (no unit at plateau, a number not measured, the L + 1 interval of one unit above 3%)."""
     at = [r for r in rows if r["at_plateau"]]
-    if not at:
-        return {"plateau": False, "gap": None, "unseen": None, "deeper": None, "tied": None, "n_at": 0}
-    gap = mean_ci([r["gap"] for r in at])[0]
-    unseen = mean_ci([r[f"greedy/{UNSEEN}/L{depth}"] for r in at])[0]
-    deeper, half, n = mean_ci([r[f"greedy/L{depth + 1}"] for r in at])
-    tied = mean_ci([r["rl_zero_std"] for r in at])[0]
-    return {"plateau": len(at) == len(rows), "gap": gap >= CRITERIA["gap_min"],
-            "unseen": CRITERIA["unseen_lo"] <= unseen <= CRITERIA["unseen_hi"],
-            "deeper": (deeper >= CRITERIA["deeper_min"] and deeper - half > 0) if n > 1
-            else (False if deeper < CRITERIA["deeper_min"] else None),
-            "tied": tied <= CRITERIA["tied_max"], "n_at": len(at)}
+    mean = lambda key: mean_ci([r.get(key) for r in at])
+
+    def check(key, ok):
+        m = mean(key)[0]
+        return None if m != m else bool(ok(m))
+
+    deeper, half, n = mean(f"greedy/L{depth + 1}")
+    if deeper != deeper:
+        reach = None
+    elif deeper < CRITERIA["deeper_min"]:
+        reach = False
+    else:
+        reach = bool(deeper - half > 0) if n > 1 else None
+    return {"plateau": bool(at), "n_at": len(at),
+            "gap": check("gap", lambda m: m >= CRITERIA["gap_min"]),
+            "unseen": check(f"greedy/{UNSEEN}/L{depth}", lambda m: CRITERIA["unseen_lo"] <= m <= CRITERIA["unseen_hi"]),
+            "deeper": reach, "tied": check("rl_zero_std", lambda m: m <= CRITERIA["tied_max"])}
 
 
 def report(rows: list[dict], depth: int) -> tuple[list[dict], str]:
@@ -144,16 +152,26 @@ def plot(summary: list[dict], depth: int, stem) -> None:
 
 def main(argv=None) -> int:
     ap = figure_parser("python -m experiments.compound", __doc__, fair.PRESETS)
-    ap.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(regime.CONDITIONS))
+    ap.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(fair.CONDITIONS))
+    ap.add_argument("--from-csv", default=None, help="re-report the rows of an earlier compound.csv (the criteria "
+                                                     "read again), train nothing; needs --out")
     a = ap.parse_args(argv)
+    if a.from_csv and not a.out:
+        ap.error("--from-csv needs --out")
     out, t0 = output_dir(a.out, a.preset), time.time()
     if a.out is None:
         out = out / "compound"
         out.mkdir(parents=True, exist_ok=True)
     units = [(sp, s) for sp in a.splits for s in a.seeds]
-    keys = [(c, u) for c in a.conditions for u in units]
-    state = fair.plateau_chains(a.preset, {k: k for k in keys}, a.runs, a.workers)  # every chain side by side
-    rows = parallel(base_row, [(a.preset, c, u, state[(c, u)]) for c, u in keys], a.workers)
+    if a.from_csv:
+        from hlsm.evaluate import parse_cell
+
+        rows = [{k: parse_cell(v) for k, v in r.items()} for r in read_csv(a.from_csv)]
+        a.conditions = list(dict.fromkeys(r["condition"] for r in rows))
+    else:
+        keys = [(c, u) for c in a.conditions for u in units]
+        state = fair.plateau_chains(a.preset, {k: k for k in keys}, a.runs, a.workers)  # every chain side by side
+        rows = parallel(base_row, [(a.preset, c, u, state[(c, u)]) for c, u in keys], a.workers)
     depth = fair.split_spec(a.preset, units[0][0], a.conditions[0])["depth"]
     summary, md = report(rows, depth)
     write_csv(rows, out / "compound.csv")

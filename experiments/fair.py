@@ -88,6 +88,16 @@ PRESETS = {
 }
 
 
+def has_validation(condition: str) -> bool:
+    """Whether ``condition``'s held-out range holds ``VALIDATION_BUCKETS`` (the fair test needs them)."""
+    lo, hi = regime.split_spec("cpu", condition, 0)["heldout"]
+    return lo <= VALIDATION_BUCKETS[0] < VALIDATION_BUCKETS[1] < hi
+
+
+# the regime conditions the fair protocol runs in (``--condition``): the chosen regime and its relatives
+CONDITIONS = tuple(c for c in regime.CONDITIONS if has_validation(c))
+
+
 def split_spec(preset: str, partition: int, condition: str = regime.CHOSEN) -> dict:
     """The regime condition's split (default: the chosen regime's) with ``validation`` carved out of its
     held-out range."""
@@ -288,10 +298,16 @@ def unit_row(preset: str, unit: tuple, name: str, run: Path, condition: str = re
     got = [(f"L{depth}", r) for r in scores(run, split, (UNSEEN,), p["n_test"], unit[1], ("all",))]
     got += [(f"L{r['group']}", r) for r in scores(run, split, (DEEPER,), p["n_deeper"], unit[1], ("depth",))]
     for key, r in got:
-        row.update({f"greedy/{key}": float(r["answer"]), f"t1/{key}": float(r["pass@1"]),
-                    f"pass{SAMPLES}/{key}": float(r[f"pass@{SAMPLES}"])})
-        row.update({f"{k}/{key}": float(v) for k, v in r.items() if k.startswith(("form/", "sampled_form/"))})
+        row.update(cells(r, key))
     return row
+
+
+def cells(r: dict, key: str) -> dict:
+    """A post-hoc evaluation row (``scores``) as table cells under ``key``: greedy, T = 1 and pass@8 accuracy,
+    and the share of greedy / sampled completions in each form (``hlsm.text.FORMS``)."""
+    return {f"greedy/{key}": float(r["answer"]), f"t1/{key}": float(r["pass@1"]),
+            f"pass{SAMPLES}/{key}": float(r[f"pass@{SAMPLES}"]),
+            **{f"{k}/{key}": float(v) for k, v in r.items() if k.startswith(("form/", "sampled_form/"))}}
 
 
 def table(rows: list[dict], depth: int, units: str = "units at plateau") -> tuple[list[dict], str]:
@@ -504,7 +520,7 @@ def main(argv=None) -> int:
     ap.add_argument("--stage", choices=("plateau", "grid", "table"), default="table",
                     help="plateau: the bases only; grid: each arm's rate on GRID_UNITS; table: Table 1 "
                          "(reads the grid's choice from --out, or runs the grid first)")
-    ap.add_argument("--condition", default=regime.CHOSEN, choices=list(regime.CONDITIONS),
+    ap.add_argument("--condition", default=regime.CHOSEN, choices=list(CONDITIONS),
                     help="the regime condition (experiments.regime.CONDITIONS; default the chosen regime); "
                          "another condition writes under <out>/<condition>/")
     ap.add_argument("--dynamic", action="store_true",

@@ -36,7 +36,7 @@ from experiments.report import figure_parser, mean_ci, output_dir, provenance, w
 from experiments.runs import cached_json
 from hlsm.checkpoint import CONFIG, POLICY, read_metrics
 from hlsm.control import labelled_control
-from hlsm.names import ATOMS, DEEPER, RL, RL_ATOMS, SEEN, UNSEEN
+from hlsm.names import ATOMS, DEEPER, EVAL_ATOMS, RL, RL_ATOMS, SEEN, UNSEEN
 
 # Fixed before any condition was run (issue 16); never loosened after looking.
 CRITERIA = {
@@ -70,9 +70,11 @@ PRESETS = {
 D123_COV10 = {"sft": [0, 100], "rl": [100, 300], "heldout": [300, 1000], "sft_depths": [1, 2, 3]}
 # ... and on L = 2, 3 only: in the compound conditions an L = 1 prompt is an atom, shown only explicitly
 D23_COV10 = dict(D123_COV10, sft_depths=[2, 3])
-ATOMS_EXPLICIT = {ATOMS: "explicit", RL_ATOMS: "explicit"}  # atoms installed with their tokens and values
+# atoms installed with their tokens and values (and scored as such: eval_atoms)
+ATOMS_EXPLICIT = {ATOMS: "explicit", RL_ATOMS: "explicit", EVAL_ATOMS: "explicit"}
 
-# condition -> SFT overrides (fmt, model) and split overrides. Each is one lever of issue 16.
+# condition -> SFT overrides (fmt, model; granularity and per-support formats in the compound
+# conditions) and split overrides. Each is one lever of issue 16 (or of issue 31).
 CONDITIONS = {
     "values_learned": dict(fmt="values", model={"pos": "learned"}),  # the old regime's format, at L = 3
     "explicit_learned": dict(fmt="explicit", model={"pos": "learned"}),
@@ -165,14 +167,16 @@ def group_signal(run: Path, split: dict, n: int, seed: int) -> dict:
     from hlsm.model import HLSM
     from hlsm.names import train_stream
     from hlsm.support import make_split
+    from hlsm.text import format_kw
 
     torch.set_num_threads(1)
     cfg = read_config(run)
     model, _ = load_policy(run)
     sp = make_split(split)
-    fmt = cfg["fmt"]
-    rl = HLSM(support=sp.train[RL], seed=seed, fmt=fmt, stream=train_stream(RL)).sample(n)
-    deeper = [ex for ex in eval_items(sp, DEEPER, 2 * n, seed, fmt) if ex.depth == sp.eval[DEEPER].depths[0]][:n]
+    kw = lambda name: format_kw(cfg.get("formats", {}), name, cfg["fmt"], cfg.get("granularity", 1))
+    rl = HLSM(support=sp.train[RL], seed=seed, stream=train_stream(RL), **kw(RL)).sample(n)
+    deeper = [ex for ex in eval_items(sp, DEEPER, 2 * n, seed, **kw(DEEPER))
+              if ex.depth == sp.eval[DEEPER].depths[0]][:n]
     out = {}
     for name, items in (("rl", rl), ("deeper", deeper)):
         r = sampled_reward(model, items, {"answer": 1.0}, samples=8, temperature=1.0, seed=seed)
@@ -244,13 +248,13 @@ def criteria(base: dict, rows: list[dict], cond: str, depth: int) -> dict:
     # a time (the critical path: base + the rest / 2, measured in single-thread run minutes)
     unit_min = [v["sft"] + sum(m for k, m in v.items() if k != "sft") / 2 for v in units.values()] if grpo else []
     return {
-        "c1_unseen": CRITERIA["unseen_lo"] <= u <= CRITERIA["unseen_hi"],
-        "c2_deeper": d >= CRITERIA["deeper_min"] and d - (0 if dh != dh else dh) > 0 and dh == dh,
-        "c3_zero_std": zero <= CRITERIA["zero_std_max"],
+        "c1_unseen": bool(CRITERIA["unseen_lo"] <= u <= CRITERIA["unseen_hi"]),  # plain bools: JSON, not "False"
+        "c2_deeper": bool(d >= CRITERIA["deeper_min"] and d - (0 if dh != dh else dh) > 0 and dh == dh),
+        "c3_zero_std": bool(zero <= CRITERIA["zero_std_max"]),
         "c3_source": "grpo runs" if grpo else "base samples",
         "zero_std": zero,
         "unit_minutes": max(unit_min) if unit_min else nan,
-        "c4_unit_minutes": bool(unit_min) and max(unit_min) <= CRITERIA["unit_minutes_max"],
+        "c4_unit_minutes": bool(unit_min) and bool(max(unit_min) <= CRITERIA["unit_minutes_max"]),
     }
 
 

@@ -24,7 +24,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from hlsm.checkpoint import CHECKPOINT, POLICY, read_config
+from hlsm.checkpoint import CHECKPOINT, POLICY, read_config, run_formats
 
 # hlsm files that cannot change a training or evaluation result (tools around the runs)
 NOT_RUN_CODE = ("identify", "__main__.py", "cli.py", "demo.py", "integrations", "tensorboard.py")
@@ -206,14 +206,9 @@ def posthoc_eval(run: Path, split_spec: dict, supports: tuple[str, ...], n: int,
             return list(csv.DictReader(f))
     if threads:
         torch.set_num_threads(threads)
-    cfg = read_config(run)
-    fmt, gran = cfg.get("fmt", "values"), cfg.get("granularity", 1)
-    if "init" in cfg and "fmt" not in cfg:  # a GRPO run: format of the SFT run it started from
-        sft = read_config(cfg["init"])
-        fmt, gran = sft.get("fmt", "values"), sft.get("granularity", 1)
     model, _ = load_policy(run)
-    rows = evaluate(model, make_split(split_spec), supports, n=n, seed=seed, fmt=fmt, granularity=gran, by=by,
-                    samples=samples, pass_k=(1, samples) if samples else ())
+    rows = evaluate(model, make_split(split_spec), supports, n=n, seed=seed, by=by, samples=samples,
+                    pass_k=(1, samples) if samples else (), **run_formats(run))
     tmp = path.with_suffix(f".{os.getpid()}.tmp")  # two processes may evaluate the same run
     write_csv(rows, tmp)
     os.replace(tmp, path)

@@ -228,6 +228,16 @@ def read_config(run: str | Path) -> dict:
     return json.loads((Path(run) / CONFIG).read_text())["config"]
 
 
+def run_formats(run: str | Path) -> dict:
+    """{"fmt", "granularity", "formats"} a run renders its items in: an SFT run's own, a GRPO run's init's
+    (``hlsm.evaluate.evaluate`` takes them as keywords)."""
+    cfg = read_config(run)
+    if "fmt" not in cfg and cfg.get("init"):  # a GRPO run: the SFT run it started from
+        cfg = read_config(cfg["init"])
+    return {"fmt": cfg.get("fmt", "values"), "granularity": cfg.get("granularity", 1),
+            "formats": cfg.get("formats", {})}
+
+
 class MetricsLog:
     """Appends one JSON line per record to ``metrics.jsonl``, and mirrors it to TensorBoard events.
 

@@ -28,7 +28,7 @@ from hlsm.generation import generate
 from hlsm.model import HLSM
 from hlsm.names import eval_stream
 from hlsm.policy import unwrap
-from hlsm.text import FORMS, REWARDS, Tokenizer, expected_chunks, parse_completion, trace_form
+from hlsm.text import FORMS, REWARDS, Tokenizer, expected_chunks, format_kw, parse_completion, trace_form
 
 BY = ("all", "depth", "composition", "module")
 
@@ -166,6 +166,7 @@ def evaluate(
     fmt: str = "values",
     granularity: int = 1,
     by: tuple[str, ...] = BY,
+    formats: dict | None = None,
     samples: int = 0,
     pass_k: tuple[int, ...] = (),
     temperature: float = 1.0,
@@ -179,7 +180,8 @@ def evaluate(
     Items come from ``HLSM(support=split.support(name), seed=seed, stream=eval_stream(name))``, the
     first ``n`` of the stream, so every call and every checkpoint sees the same items. Support names
     are unique across a split's train and eval dicts, so an evaluation name always reads the
-    evaluation support ``Split.check_disjoint`` proves disjoint from training.
+    evaluation support ``Split.check_disjoint`` proves disjoint from training. Items are rendered in
+    ``formats[name]`` where given (a run's per-support formats, ``SFTConfig.formats``), else ``fmt``.
     """
     names = tuple(split.eval) if supports is None else tuple(supports)
     if not allow_train:
@@ -193,7 +195,8 @@ def evaluate(
     rows = []
     for name in names:
         records = score_examples(
-            model, eval_items(split, name, n, seed, fmt, granularity), samples, pass_k, temperature, batch_size,
+            model, eval_items(split, name, n, seed, **format_kw(formats or {}, name, fmt, granularity)), samples,
+            pass_k, temperature, batch_size,
             max_new_tokens, generator_seed=seed, tokenizer=tokenizer,
         )
         rows.extend(summarize(records, name, by))

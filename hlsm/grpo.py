@@ -43,6 +43,7 @@ from hlsm.checkpoint import (
     load_checkpoint,
     load_policy,
     read_config,
+    run_formats,
     save_policy,
     start_step,
 )
@@ -121,7 +122,7 @@ def train(cfg: GRPOConfig, out, resume: bool = False, progress: bool = True,
         model, _, fmt, gran = load_init(cfg.init, dist.device)
         split = run_split(cfg)
         cfg.check_split(split)
-        trainer = GRPO(cfg, model, split, fmt, gran, dist, formats=read_config(cfg.init).get("formats", {}))
+        trainer = GRPO(cfg, model, split, fmt, gran, dist, formats=run_formats(cfg.init)["formats"])
         if main:
             init_run(out, cfg.to_dict(), resume=resume, ignore=RESUME_MAY_CHANGE)
         barrier(dist)
@@ -159,7 +160,8 @@ def _evaluator(cfg: GRPOConfig, trainer: GRPO, split, fmt: str, gran: int, log: 
         rows = []
         if dist.is_main:
             rows = evaluate(trainer.model, split, cfg.eval_supports, n=cfg.eval_n, seed=cfg.seed, fmt=fmt,
-                            granularity=gran, by=("all", "module") if final or step == 0 else ("all",))
+                            granularity=gran, formats=trainer.formats,
+                            by=("all", "module") if final or step == 0 else ("all",))
             values, line = eval_line(rows, step, _reward_head(metrics))
             log.log({"step": step, **values})
             if progress:

@@ -51,8 +51,7 @@ from hlsm.grpo_loss import (
 from hlsm.kept_items import KEPT_ITEMS
 from hlsm.names import GRPO_SAMPLING
 from hlsm.rng import stream_key
-from hlsm.sft_config import format_kw
-from hlsm.text import FORMS, Tokenizer, trace_form
+from hlsm.text import FORMS, Tokenizer, format_kw, trace_form
 
 
 def _right_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,10 +64,12 @@ SUMMED = ("clip_low", "clip_high", "kl", "tokens", "logp_mismatch", "first_token
 STATS = (*SUMMED, "loss", "grad_norm", "replay_nll", "ratio_dev")
 
 
-def rollout_sums(gen: Generation, reward: torch.Tensor, per: dict, group_size: int, depths=()) -> dict:
+def rollout_sums(gen: Generation, reward: torch.Tensor, per: dict, group_size: int, depths: list[int]) -> dict:
     """A draw's statistics as sums over its completions: summed over draws and ranks, then divided,
     they are the step's rollout metrics (``GRPO._metrics``). ``depths``: each completion's prompt depth,
     to count the form each completion takes (``hlsm.text.trace_form``)."""
+    if len(depths) != len(gen.texts):
+        raise ValueError(f"rollout_sums: {len(depths)} depths for {len(gen.texts)} completions")
     forms = [trace_form(t, d) for t, d in zip(gen.texts, depths)]
     return {
         **{f"form/{f}": float(forms.count(f)) for f in FORMS},
@@ -136,10 +137,10 @@ class GRPO:
         self.cfg = cfg.validate()
         self.dist = dist or DistInfo()
         self.tok = tokenizer or Tokenizer()
-        self.split, self.fmt, self.granularity = split, fmt, granularity
+        self.split, self.fmt, self.granularity, self.formats = split, fmt, granularity, dict(formats or {})
         # the init run's per-support trace formats (SFTConfig.formats): RL prompts and replay items are
         # rendered as SFT rendered them; the rollouts may take any form (the reward reads the answer)
-        kw = lambda name: format_kw(formats or {}, name, fmt, granularity)
+        kw = lambda name: format_kw(self.formats, name, fmt, granularity)
         world = self.dist.world_size
         for name in ("dynamic_sampling", "prompts_from"):
             if getattr(cfg, name) and world > 1:  # a step's batch is any number of groups: no equal shares

@@ -323,7 +323,7 @@ class SFTTrainer:
         cfg, rows = self.cfg, []
         if self.dist.is_main:
             rows = evaluate(self.model, self.split, cfg.eval_supports, n=cfg.eval_n, seed=cfg.seed, fmt=cfg.fmt,
-                            granularity=cfg.granularity)
+                            granularity=cfg.granularity, formats=cfg.formats)
             values, line = eval_line(rows, step, f"loss {metrics.get('loss', float('nan')):.4f} ")
             self.log.log({"step": step, **values})
             if self.progress:

@@ -30,20 +30,12 @@ from hlsm.policy import PRESETS, PolicyConfig
 from hlsm.presets import SFT_PRESETS  # training defaults per preset name (beside its model shape)
 from hlsm.support import DEFAULT_SPLIT, Split
 from hlsm.support import make_split as support_make_split
-from hlsm.text import FORMATS, trace_format
+from hlsm.text import FORMATS, format_kw, trace_format
 
 
 def make_split(spec) -> Split:
     """A Split from a Split, a ``Split.to_dict()`` dict, or {"factory": name, **kwargs}."""
     return support_make_split(spec, "SFTConfig.split")
-
-
-def format_kw(formats: dict, support: str, fmt: str, granularity: int) -> dict:
-    """{"fmt", "granularity"} a support's items are rendered in: its entry of ``formats`` (a run's per-support
-    trace formats, ``SFTConfig.formats``) or the run's ``fmt`` / ``granularity``; SFT, GRPO's prompts and
-    replay, and the controls all read it here."""
-    f, g = trace_format(formats[support]) if support in formats else (fmt, granularity)
-    return {"fmt": f, "granularity": g}
 
 
 @dataclass
@@ -58,9 +50,9 @@ class SFTConfig:
     eval_supports: tuple = (SEEN, UNSEEN, EVAL_ATOMS)  # evaluation supports of the split scored during training
     fmt: str = "values"  # trace format: explicit | values | answer
     granularity: int = 1  # steps per shown trace chunk
-    # support name -> its own trace format ("explicit", "values", "answer", "explicit/3": chunks of 3 steps);
-    # a support not named uses fmt / granularity. E.g. atoms explicit, compounds values (modules latent)
-    formats: dict = field(default_factory=dict)  # support name -> trace format of its items (default: fmt)
+    # support name (training or evaluation) -> its own trace format; a support not named uses fmt /
+    # granularity. E.g. atoms explicit, compounds values (modules latent)
+    formats: dict = field(default_factory=dict)  # support -> trace format: explicit, values, answer, explicit/3 ...
     steps: int = 300  # optimizer updates
     batch_size: int = 32  # sequences per update, all ranks together
     micro_batch_size: int = 0  # rows per forward/backward on one rank, grouped by length (0: all at once)
@@ -156,8 +148,8 @@ class SFTConfig:
         self.model_config()
         split = make_split(self.split)
         for name in self.formats:
-            if name not in split.train:
-                bad("formats", f"{name!r} is not a training support of the split (have {sorted(split.train)})")
+            if name not in split.train and name not in split.eval:
+                bad("formats", f"{name!r} is not a support of the split (have {sorted([*split.train, *split.eval])})")
         if not isinstance(self.train_supports, dict) or not self.train_supports:
             bad("train_supports", "must be a non-empty dict {support name: weight}")
         for name, w in self.train_supports.items():

@@ -34,6 +34,7 @@ ANSWER_MARK = "#"
 _TOKEN_RE = re.compile(r"R\d|S\d\d|.", re.S)
 _EXPLICIT_CHUNK = re.compile(r"((?:R\dS\d\d)+)=([a-z]*)")
 _VALUE = re.compile(r"[a-z]*")
+_WORD = re.compile(r"[a-z]+")  # a value as the sampler writes one: never empty
 
 
 def check_format(fmt: str, granularity: int = 1) -> None:
@@ -47,46 +48,55 @@ def trace_format(spec) -> tuple[str, int]:
     """(format, granularity) of a format spec: a format ("explicit", "values", "answer") or
     ``<format>/<g>``, chunks of g steps ("explicit/3": each chunk's module tokens together and only its
     last value, the atoms inside hidden). A bad spec is a ValueError naming it and what is allowed."""
-    fmt, _, g = str(spec).partition(CHUNK_SEP)
-    if fmt not in FORMATS or (g and not g.isdigit()) or (g and int(g) < 1) or (g and fmt == "answer"):
+    fmt, sep, g = str(spec).partition(CHUNK_SEP)
+    if fmt not in FORMATS or (sep and (not g.isdigit() or int(g) < 1 or fmt == "answer")):
         raise ValueError(f"unknown trace format {spec!r}; allowed: {', '.join(FORMATS)}, or explicit/<g> or "
                          f"values/<g> for chunks of g >= 1 steps")
-    return fmt, int(g) if g else 1
+    return fmt, int(g) if sep else 1
+
+
+def format_kw(formats: dict, support: str, fmt: str, granularity: int) -> dict:
+    """{"fmt", "granularity"} a support's items are rendered in: its entry of ``formats`` (a run's per-support
+    trace formats, ``SFTConfig.formats``) or the run's ``fmt`` / ``granularity``. SFT, GRPO's prompts and
+    replay, the controls and every evaluation read it here."""
+    f, g = trace_format(formats[support]) if support in formats else (fmt, granularity)
+    return {"fmt": f, "granularity": g}
 
 
 def trace_form(text, depth: int) -> str:
     """The form (``FORMS``) a completion of a depth-``depth`` prompt takes, read off the text alone:
-    "explicit" (one ``modules=value`` chunk per step), "values" (one value per step), "chunked" (fewer
-    chunks than steps, values or explicit), "answer" (only ``#answer``), "other" (anything else: no
-    answer mark, a mix of chunk kinds, more chunks than steps, garbage). Whether it is right is the
-    verifier's business, not this one's."""
+    "explicit" (one ``modules=value`` chunk per step, one module pair each), "values" (one value per
+    step), "chunked" (fewer chunks than steps: explicit chunks whose module pairs add up to the depth, or
+    values; a values trace that skips steps reads the same), "answer" (only ``#answer``), "other"
+    (anything else: no answer mark, empty values, a mix of chunk kinds, explicit chunks naming more or
+    fewer modules than steps, more chunks than steps, garbage). Whether it is right is the verifier's
+    business, not this one's."""
     if not isinstance(text, str) or ANSWER_MARK not in text:
         return "other"
     cut = text.rfind(ANSWER_MARK)
     trace, answer = text[:cut], text[cut + 1 :]
-    if _VALUE.fullmatch(answer) is None:
+    if _WORD.fullmatch(answer) is None:
         return "other"
     if trace == "":
         return "answer"
     pieces = trace.split(";")
     if pieces[-1] != "" or len(pieces) < 2:
         return "other"
-    kinds, steps = set(), 0
+    pairs = []  # module pairs per explicit chunk
     for piece in pieces[:-1]:
         m = _EXPLICIT_CHUNK.fullmatch(piece)
-        if m is not None and len(_TOKEN_RE.findall(m.group(1))) % 2 == 0:
-            kinds.add("explicit")
-            steps = max(steps, len(_TOKEN_RE.findall(m.group(1))) // 2)
-        elif _VALUE.fullmatch(piece) is not None:
-            kinds.add("values")
-        else:
+        if m is not None and m.group(2):
+            pairs.append(len(_TOKEN_RE.findall(m.group(1))) // 2)
+        elif _WORD.fullmatch(piece) is None:
             return "other"
     n = len(pieces) - 1
-    if len(kinds) > 1 or n > depth:
-        return "other"
+    if (pairs and len(pairs) < n) or n > depth:
+        return "other"  # value chunks beside explicit ones, or more chunks than steps
+    if pairs and sum(pairs) != depth:
+        return "other"  # explicit chunks that skip or add steps
     if n < depth:
         return "chunked"
-    return kinds.pop() if steps <= 1 else "other"
+    return "explicit" if pairs else "values"
 
 
 def render(x: str, steps, fmt: str = "values", granularity: int = 1):

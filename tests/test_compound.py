@@ -39,11 +39,19 @@ def test_criteria_are_read_on_units_at_plateau_and_undecided_without_an_interval
     one = compound.judge(ok[:1], 3)
     assert one["deeper"] is None and one["gap"] is True  # one unit: no interval, so L4 is not decided
     assert compound.judge([_row("c", 0, True, 0.7, 0.4, 0.01, 0.3)], 3)["deeper"] is False  # below 3% either way
-    off = compound.judge([dict(ok[0], at_plateau=False), *ok[1:]], 3)
-    assert off["plateau"] is False and off["n_at"] == 2
+    off = compound.judge([dict(ok[0], at_plateau=False, gap=-1.0), *ok[1:]], 3)  # reported, left out
+    assert off["plateau"] is True and off["n_at"] == 2 and off["gap"] is True
     nogap = compound.judge([_row("c", s, True, 0.5, 0.45, 0.05, 0.6) for s in range(3)], 3)
     assert nogap["gap"] is False and nogap["tied"] is False
-    assert compound.judge([dict(r, at_plateau=False) for r in ok], 3)["gap"] is None
+    none = compound.judge([dict(r, at_plateau=False) for r in ok], 3)
+    assert none["plateau"] is False and none["gap"] is None and none["deeper"] is None
+    # the L + 1 interval crosses 0 (0, 0, 0.2: mean 6.7%), unseen outside 15-70% either side
+    crossing = compound.judge([_row("c", s, True, 0.9, u, l4, 0.3) for s, u, l4 in ((0, 0.1, 0), (1, 0.1, 0),
+                                                                                     (2, 0.1, 0.2))], 3)
+    assert crossing["deeper"] is False and crossing["unseen"] is False
+    assert compound.judge([_row("c", 0, True, 0.95, 0.8, 0.05, 0.3)], 3)["unseen"] is False
+    assert all(type(v) is bool for k, v in compound.judge(ok, 3).items() if k != "n_at")  # JSON booleans
+    assert compound.judge([dict(ok[0], rl_zero_std=float("nan"))], 3)["tied"] is None  # not measured
 
 
 def test_tiny_compound_screen_end_to_end(tmp_path):

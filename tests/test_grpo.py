@@ -821,3 +821,28 @@ def test_grpo_logs_the_form_each_rollout_takes(sft_run, tmp_path):
     for m in (m for m in read_metrics(tmp_path / "g") if "reward_mean" in m):
         shares = [m[f"form/{f}"] for f in FORMS]
         assert all(0 <= x <= 1 for x in shares) and sum(shares) == pytest.approx(1.0)
+
+
+def test_grpo_and_its_evaluations_read_the_init_runs_formats(tmp_path):
+    """``hlsm.grpo.train`` renders its prompts, and every evaluation its items, in the per-support formats
+    of the SFT run it starts from (``run_formats``: a GRPO run reports its init's)."""
+    from hlsm.checkpoint import run_formats
+    from hlsm.evaluate import eval_items
+
+    formats = {"rl_inside": "answer", "eval_atoms": "explicit", "seen": "answer"}
+    sft = SFTConfig.from_preset("smoke", split=SPLIT, fmt="values", formats=formats, steps=4, batch_size=8,
+                                eval_supports=("seen", "eval_atoms"), eval_every=0, eval_n=4, ckpt_every=0,
+                                device="cpu")
+    sft_train(sft, tmp_path / "sft", progress=False)
+    grpo_train(tiny(tmp_path / "sft", steps=1), tmp_path / "g", progress=False)
+    assert run_formats(tmp_path / "g") == run_formats(tmp_path / "sft") == \
+           {"fmt": "values", "granularity": 1, "formats": formats}
+    split = load_init(str(tmp_path / "sft"))[1]
+    kw = run_formats(tmp_path / "g")
+    from hlsm.text import format_kw
+
+    assert {ex.format for ex in eval_items(split, "eval_atoms", 4, 0, **format_kw(kw["formats"], "eval_atoms",
+                                                                                   "values", 1))} == {"explicit"}
+    m = [m for m in read_metrics(tmp_path / "g") if "reward_mean" in m][0]
+    assert m["form/answer"] + m["form/other"] + m["form/values"] + m["form/explicit"] + m["form/chunked"] == \
+           pytest.approx(1.0)

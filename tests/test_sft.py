@@ -77,7 +77,7 @@ def tiny_cfg(**kw) -> SFTConfig:
         ("batch_size", dict(train_supports={"sft": 1.0, "atoms": 0.01}, batch_size=4)),
         ("formats", dict(formats={"sft": "verbose"})),
         ("formats", dict(formats={"sft": "answer/2"})),
-        ("formats", dict(formats={"seen": "values"})),  # an evaluation support: never rendered for training
+        ("formats", dict(formats={"nowhere": "values"})),  # not a support of the split
         ("formats", dict(formats=["sft"])),
     ],
 )
@@ -271,16 +271,20 @@ def test_continued_sft_starts_from_the_init_policy(tmp_path):
 
 def test_each_support_renders_in_its_own_format():
     """``SFTConfig.formats``: atoms explicit beside compounds in values, chunked or answer only; a support
-    not named keeps ``fmt``. The batch is the same items, each rendered as its support says."""
-    from hlsm.sft import data_streams
+    not named keeps ``fmt``. Step k's batch holds step k's items of each stream, each rendered as its
+    support says (the fast granularity-1 path and the chunked path alike)."""
+    from hlsm.sft import data_streams, encode_examples, local_batch, make_batch, mix_counts
+    from hlsm.text import trace_form
 
-    split = small_split()
-    for spec, want in (("values", ("values", 1)), ("explicit/2", ("explicit", 2)), ("answer", ("answer", 1))):
+    split, tok = small_split(), Tokenizer()
+    for spec, form in (("values", "values"), ("explicit/2", "chunked"), ("answer", "answer")):
         cfg = tiny_cfg(fmt="explicit", train_supports={"sft": 1.0, "atoms": 0.5}, formats={"sft": spec}).validate()
-        streams = data_streams(cfg, split)
-        assert (streams["sft"].fmt, streams["sft"].granularity) == want
-        assert (streams["atoms"].fmt, streams["atoms"].granularity) == ("explicit", 1)
-        plain = HLSM(support=split.train["sft"], seed=cfg.seed, stream=streams["sft"].stream, fmt=want[0],
-                     granularity=want[1])
-        assert [e.completion for e in streams["sft"].sample(5)] == [e.completion for e in plain.sample(5)]
+        streams, counts = data_streams(cfg, split), mix_counts(cfg.train_supports, cfg.batch_size)
+        assert {trace_form(e.completion, e.depth) for e in streams["atoms"].sample(8)} == {"explicit"}
+        assert {trace_form(e.completion, e.depth) for e in streams["sft"].sample(8)} == {form}
+        for k in (0, 3):
+            items = [ex for name, n in counts.items() for ex in streams[name].sample(n, k * n)]
+            want = make_batch([encode_examples(tok, items)], tok.pad_id, 96)
+            got = local_batch(streams, counts, k, 0, cfg.batch_size, tok, 96)
+            assert all(torch.equal(a, b) for a, b in zip(want, got)), (spec, k)
     assert SFTConfig.from_dict(cfg.to_dict()).formats == {"sft": "answer"}
