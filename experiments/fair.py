@@ -294,7 +294,7 @@ def unit_row(preset: str, unit: tuple, name: str, run: Path, condition: str = re
     the forms its completions take there (greedy and sampled: ``hlsm.text.FORMS``)."""
     p, split = PRESETS[preset], split_spec(preset, unit[0], condition)
     depth = split["depth"]
-    row = {"split": unit[0], "seed": unit[1], "condition": name, "run": Path(run).name}
+    row = {"regime": condition, "split": unit[0], "seed": unit[1], "condition": name, "run": Path(run).name}
     got = [(f"L{depth}", r) for r in scores(run, split, (UNSEEN,), p["n_test"], unit[1], ("all",))]
     got += [(f"L{r['group']}", r) for r in scores(run, split, (DEEPER,), p["n_deeper"], unit[1], ("depth",))]
     for key, r in got:
