@@ -121,7 +121,8 @@ def plot(summary: list[dict], depth: int, stem) -> None:
     from experiments.report import save_figure
 
     names = [s["condition"] for s in summary]
-    panels = [((f"greedy/{SEEN}/L{depth}", f"greedy/{UNSEEN}/L{depth}"), f"seen vs unseen L={depth} (gap >= 10)",
+    panels = [((f"greedy/{SEEN}/L{depth}", f"greedy/{UNSEEN}/L{depth}"),
+               f"seen vs unseen L={depth}: gap >= 10,\nunseen in 15-70% (dashed)",
                (CRITERIA["unseen_lo"], CRITERIA["unseen_hi"])),
               ((f"greedy/L{depth + 1}",), f"L={depth + 1} (>= 3%)", (CRITERIA["deeper_min"],)),
               (("rl_zero_std",), "tied RL groups (<= 50%)", (CRITERIA["tied_max"],))]
@@ -131,8 +132,9 @@ def plot(summary: list[dict], depth: int, stem) -> None:
         for j, (k, color) in enumerate(zip(keys, ("tab:gray", "tab:blue"))):
             vals = [100 * s.get(k, float("nan")) for s in summary]
             errs = [0 if s.get(f"{k} ci95") != s.get(f"{k} ci95") else 100 * s[f"{k} ci95"] for s in summary]
-            ax.barh([i + (j - (len(keys) - 1) / 2) * h for i in range(len(names))], vals, h * 0.95, xerr=errs,
-                    color=color, capsize=2, label=k.split("/")[1] if len(keys) > 1 else None)
+            ax.barh([i + (j - (len(keys) - 1) / 2) * h for i in range(len(names))], vals, h * 0.95,
+                    xerr=errs if any(errs) else None, color=color, capsize=2,  # no zero-width caps with 1 unit
+                    label=k.split("/")[1] if len(keys) > 1 else None)
         for x in lines:
             ax.axvline(100 * x, color="tab:red", lw=0.8, ls="--")
         ax.set_title(title, fontsize=10)
@@ -168,6 +170,7 @@ def main(argv=None) -> int:
 
         rows = [{k: parse_cell(v) for k, v in r.items()} for r in read_csv(a.from_csv)]
         a.conditions = list(dict.fromkeys(r["condition"] for r in rows))
+        a.seeds, a.splits = sorted({r["seed"] for r in rows}), sorted({r["split"] for r in rows})
     else:
         keys = [(c, u) for c in a.conditions for u in units]
         state = fair.plateau_chains(a.preset, {k: k for k in keys}, a.runs, a.workers)  # every chain side by side

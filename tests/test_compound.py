@@ -66,3 +66,8 @@ def test_tiny_compound_screen_end_to_end(tmp_path):
     md = (tmp_path / "out" / "compound.md").read_text()
     assert "`compound_answer`" in md and "criteria" in md.lower() and (tmp_path / "out" / "compound.png").exists()
     assert set(regime.COMPOUND_CRITERIA) == {"gap_min", "unseen_lo", "unseen_hi", "deeper_min", "tied_max"}
+    # re-reported from its CSV: the same rows, the same table, nothing trained
+    again = tmp_path / "again"
+    assert compound.main(["--from-csv", str(tmp_path / "out" / "compound.csv"), "--out", str(again)]) == 0
+    assert (again / "compound.csv").read_bytes() == (tmp_path / "out" / "compound.csv").read_bytes()
+    assert (again / "compound.md").read_text() == md
