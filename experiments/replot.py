@@ -78,6 +78,14 @@ def _protocol(out: Path, stem: str, meta: dict) -> None:
     protocol.plot(meta["summary"], out / stem)
 
 
+def _compound(out: Path, stem: str, meta: dict) -> None:
+    from experiments import compound, fair
+
+    study = meta["study"]
+    depth = fair.split_spec(study["preset"], study["splits"][0], study["conditions"][0])["depth"]
+    compound.plot(meta["summary"], depth, out / stem)
+
+
 def _fair(out: Path, stem: str, meta: dict) -> None:
     from experiments import fair
 
@@ -105,7 +113,7 @@ def _regime(out: Path, stem: str, meta: dict) -> None:
 FIGURES = {"fig1": _fig1, "fig2": _heldout, "fig3": _heldout, "fig4": _fig4, "fig4_top": _fig4,
            "fig4_bottom": _fig4, "fig5": _fig5, "fig5_routing": _fig5, "fig6": _fig6, "fig7": _fig7,
            "fig8": _fig8, "fig8_fig2": _fig8, "fig8_protocol": _fig8, "planted": _planted,
-           "protocol": _protocol, "regime": _regime, "fair": _fair}
+           "protocol": _protocol, "regime": _regime, "fair": _fair, "compound": _compound}
 
 
 def main(argv=None) -> int:

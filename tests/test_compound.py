@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from experiments import compound, fair, regime
+from experiments import compound, fair, regime, replot
 from experiments.report import read_csv
 from hlsm.names import ATOMS, SEEN, SFT, UNSEEN
 from hlsm.sft import data_streams, make_split
@@ -71,3 +71,6 @@ def test_tiny_compound_screen_end_to_end(tmp_path):
     assert compound.main(["--from-csv", str(tmp_path / "out" / "compound.csv"), "--out", str(again)]) == 0
     assert (again / "compound.csv").read_bytes() == (tmp_path / "out" / "compound.csv").read_bytes()
     assert (again / "compound.md").read_text() == md
+    png = (again / "compound.png").read_bytes()
+    (again / "compound.png").unlink()
+    assert replot.main(["--out", str(again), "compound"]) == 0 and (again / "compound.png").read_bytes() == png
