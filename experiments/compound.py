@@ -155,6 +155,7 @@ def plot(summary: list[dict], depth: int, stem) -> None:
 def main(argv=None) -> int:
     ap = figure_parser("python -m experiments.compound", __doc__, fair.PRESETS)
     ap.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(fair.CONDITIONS))
+    fair.add_max_blocks(ap)
     ap.add_argument("--from-csv", default=None, help="re-report the rows of an earlier compound.csv (the criteria "
                                                      "read again), train nothing; needs --out")
     a = ap.parse_args(argv)
@@ -173,7 +174,8 @@ def main(argv=None) -> int:
         a.seeds, a.splits = sorted({r["seed"] for r in rows}), sorted({r["split"] for r in rows})
     else:
         keys = [(c, u) for c in a.conditions for u in units]
-        state = fair.plateau_chains(a.preset, {k: k for k in keys}, a.runs, a.workers)  # every chain side by side
+        state = fair.plateau_chains(a.preset, {k: k for k in keys}, a.runs, a.workers,  # every chain side by side
+                                    a.max_blocks)
         rows = parallel(base_row, [(a.preset, c, u, state[(c, u)]) for c, u in keys], a.workers)
     depth = fair.split_spec(a.preset, units[0][0], a.conditions[0])["depth"]
     summary, md = report(rows, depth)

@@ -88,6 +88,15 @@ PRESETS = {
 }
 
 
+def add_max_blocks(ap) -> None:
+    """``--max-blocks``: the plateau chains' budget of blocks (default: the preset's); the rule stays."""
+    from hlsm.cli import non_negative
+
+    ap.add_argument("--max-blocks", type=non_negative, default=None,
+                    help="at most this many blocks of continued SFT per plateau chain (default: the preset's; a "
+                         "budget: the plateau rule itself never changes)")
+
+
 def has_validation(condition: str) -> bool:
     """Whether ``condition``'s held-out range holds ``VALIDATION_BUCKETS`` (the fair test needs them)."""
     lo, hi = regime.split_spec("cpu", condition, 0)["heldout"]
@@ -150,24 +159,27 @@ def _check(run: Path, split: dict, n: int, seed: int, first: bool) -> dict:
             for r in posthoc_eval(run, split, (SEEN, VALIDATION), n, seed, by=("all",))}
 
 
-def plateau_bases(preset: str, units: list, runs: str, workers: int = 0, condition: str = regime.CHOSEN) -> dict:
+def plateau_bases(preset: str, units: list, runs: str, workers: int = 0, condition: str = regime.CHOSEN,
+                  max_blocks: int | None = None) -> dict:
     """unit -> the plateau record of its base in ``condition``: its chain of run directories, the checks,
     the gains, at_plateau (``plateau_chains``)."""
-    return plateau_chains(preset, {u: (condition, u) for u in units}, runs, workers)
+    return plateau_chains(preset, {u: (condition, u) for u in units}, runs, workers, max_blocks)
 
 
-def plateau_chains(preset: str, bases: dict, runs: str, workers: int = 0) -> dict:
+def plateau_chains(preset: str, bases: dict, runs: str, workers: int = 0, max_blocks: int | None = None) -> dict:
     """key -> the plateau record of base ``bases[key] = (condition, unit)``: its chain of run directories,
     the checks, the gains, at_plateau.
 
     Chains train side by side (one process each): the bases, then round by round one more block for
-    every base whose last check did not meet ``PLATEAU``, up to the preset's ``max_blocks``.
+    every base whose last check did not meet ``PLATEAU``, up to ``max_blocks`` (default: the preset's; a
+    budget, never the rule: a chain cut by it is reported as not at plateau).
     """
     p = PRESETS[preset]
+    cap = p["max_blocks"] if max_blocks is None else max_blocks
     cfgs = {k: base(preset, u, c) for k, (c, u) in bases.items()}
     state = {k: {"chain": [d], "configs": [cfgs[k]]} for k, d in zip(bases, run_all(
         [("sft", cfgs[k]) for k in bases], runs, workers))}
-    for r in range(p["max_blocks"] + 1):
+    for r in range(cap + 1):
         for k, (c, u) in bases.items():
             s = state[k]
             done = sum(cf.steps for cf in s["configs"])
@@ -184,7 +196,7 @@ def plateau_chains(preset: str, bases: dict, runs: str, workers: int = 0) -> dic
                   f"{100 * last[VALIDATION]:.1f}, gain {100 * s['gain'][SEEN]:+.1f} / "
                   f"{100 * s['gain'][VALIDATION]:+.1f} points, at plateau {s['at_plateau']}", flush=True)
         todo = [k for k in bases if not state[k]["at_plateau"]]
-        if r == p["max_blocks"] or not todo:
+        if r == cap or not todo:
             break
         nxt = {k: block(preset, cfgs[k], state[k]["chain"][-1], state[k]["offset"]) for k in todo}
         for k, d in zip(todo, run_all([("sft", nxt[k]) for k in todo], runs, workers)):
@@ -254,11 +266,11 @@ def train_arms(preset: str, jobs: list[tuple], plateaus: dict, runs: str, worker
 
 
 def grid(preset: str, units, runs: str, workers: int = 0, dynamic: bool = False,
-         condition: str = regime.CHOSEN) -> tuple[list[dict], dict, dict]:
+         condition: str = regime.CHOSEN, max_blocks: int | None = None) -> tuple[list[dict], dict, dict]:
     """(one row per unit x arm x rate, arm -> chosen rate, the units' plateau records). With ``dynamic``
     the followers' rates are chosen second, following each unit's ``grpo_dyn`` run at its chosen rate."""
     p = PRESETS[preset]
-    plateaus = plateau_bases(preset, list(units), runs, workers, condition)
+    plateaus = plateau_bases(preset, list(units), runs, workers, condition, max_blocks)
     first = [a for a in (*ARMS, *(DYNAMIC_ARMS if dynamic else ())) if a not in FOLLOWERS]
     done = train_arms(preset, [(u, a, lr) for u in units for a in first for lr in p["lrs"]], plateaus, runs, workers,
                       condition=condition)
@@ -523,6 +535,7 @@ def main(argv=None) -> int:
     ap.add_argument("--condition", default=regime.CHOSEN, choices=list(CONDITIONS),
                     help="the regime condition (experiments.regime.CONDITIONS; default the chosen regime); "
                          "another condition writes under <out>/<condition>/")
+    add_max_blocks(ap)
     ap.add_argument("--dynamic", action="store_true",
                     help="also the dynamic-sampling condition: grpo_dyn and its controls on the prompts it kept")
     a = ap.parse_args(argv)
@@ -535,7 +548,7 @@ def main(argv=None) -> int:
             "preset": PRESETS[a.preset], "grid_units": GRID_UNITS, "validation_buckets": VALIDATION_BUCKETS,
             "provenance": provenance()}
     if a.stage == "plateau":
-        state = plateau_bases(a.preset, units, a.runs, a.workers, cond)
+        state = plateau_bases(a.preset, units, a.runs, a.workers, cond, a.max_blocks)
         write_csv(plateau_rows(state), out / "fair_plateau.csv")
         for r in plateau_rows(state):
             print(f"unit {r['split']},{r['seed']}: {r['updates']} updates, at plateau {r['at_plateau']} "
@@ -545,7 +558,7 @@ def main(argv=None) -> int:
     grid_file = out / "fair_grid.json"
     if a.stage == "grid" or not grid_file.exists():
         rows, chosen, state = grid(a.preset, GRID_UNITS if a.preset == "cpu" else units[:2], a.runs, a.workers,
-                                   a.dynamic, cond)
+                                   a.dynamic, cond, a.max_blocks)
         write_csv(plateau_rows(state), out / "fair_grid_plateau.csv")
         write_csv(rows, out / "fair_grid.csv")
         plot_grid(rows, chosen, PRESETS[a.preset]["lrs"], out / "fair_grid")
@@ -558,7 +571,7 @@ def main(argv=None) -> int:
     if set(arms) - set(chosen):
         ap.error(f"{grid_file} has no rate for {sorted(set(arms) - set(chosen))}: run --stage grid"
                  + (" --dynamic" if a.dynamic else ""))
-    state = plateau_bases(a.preset, units, a.runs, a.workers, cond)
+    state = plateau_bases(a.preset, units, a.runs, a.workers, cond, a.max_blocks)
     done = train_arms(a.preset, [(u, arm, chosen[arm]) for u in units for arm in arms if arm not in FOLLOWERS],
                       state, a.runs, a.workers, condition=cond)
     if a.dynamic:

@@ -113,7 +113,7 @@ def test_every_split_factory_is_a_cli_command(tmp_path, capsys):
     assert not (tmp_path / "x.json").exists()
 
 
-EXPERIMENTS = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fair", "regime", "protocol",
+EXPERIMENTS = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fair", "compound", "regime", "protocol",
                "planted", "all")
 
 

@@ -74,3 +74,14 @@ def test_tiny_compound_screen_end_to_end(tmp_path):
     png = (again / "compound.png").read_bytes()
     (again / "compound.png").unlink()
     assert replot.main(["--out", str(again), "compound"]) == 0 and (again / "compound.png").read_bytes() == png
+
+
+def test_max_blocks_is_a_budget_of_the_chains_and_bad_values_are_one_line(tmp_path, capsys):
+    args = ["--preset", "tiny", "--seeds", "0", "--splits", "0", "--conditions", "compound_answer",
+            "--runs", str(tmp_path / "runs"), "--workers", "1"]
+    assert compound.main([*args, "--out", str(tmp_path / "none"), "--max-blocks", "0"]) == 0
+    row = read_csv(tmp_path / "none" / "compound.csv")[0]
+    assert row["updates"] == str(fair.base("tiny", (0, 0), "compound_answer").steps) and row["at_plateau"] == "False"
+    with pytest.raises(SystemExit) as e:
+        compound.main([*args, "--out", str(tmp_path / "bad"), "--max-blocks", "-1"])
+    assert e.value.code == 2 and "--max-blocks" in capsys.readouterr().err
