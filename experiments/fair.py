@@ -487,6 +487,16 @@ def plot_curves(rows: list[dict], stem: Path, units: str = "units at plateau") -
     plt.close(fig)
 
 
+# the table stage's figures besides fair.png (whose provenance is fair.json) -> the numbers each draws
+FIGURE_NUMBERS = {"fair_all": ["fair_summary_all.csv"], "fair_curves": ["fair.csv"]}
+
+
+def figure_provenance(stem: str, numbers: list, prov: dict) -> dict:
+    """The provenance of one of the table stage's figures: the files its numbers come from, the study's
+    record (``fair.json``: configs, seeds, rates) and the code and machine that drew it."""
+    return {"figure": stem, "numbers": numbers, "study": "fair.json", "provenance": prov}
+
+
 def all_units(n_at: int, n_units: int) -> str:
     """What the table over every unit is over, in words (its title and caption)."""
     return f"units, {n_at} of {n_units} at plateau (the rest at the budget's end)"
@@ -592,6 +602,9 @@ def main(argv=None) -> int:
     write_json({**meta, "chosen": chosen, "configs_of_first_unit": {
         arm: read_config(d) for (u, arm, _), d in done if u == units[0]}, "wall_s": time.time() - t0},
         out / "fair.json")
+    for stem, numbers in FIGURE_NUMBERS.items():  # each figure beside the files it was drawn from
+        if (out / f"{stem}.png").exists():
+            write_json(figure_provenance(stem, numbers, meta["provenance"]), out / f"{stem}.json")
     print(md)
     print(f"units at plateau: {sum(s['at_plateau'] for s in state.values())} / {len(units)}; "
           f"wall {time.time() - t0:.0f} s -> {out / 'fair.csv'}")

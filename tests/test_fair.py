@@ -103,6 +103,9 @@ def test_tiny_study_arms_references_grid_and_table(tmp_path, capsys):
         assert all(summary[f"{arm} - {ref}"]["n"] == "2" for ref in refs)
     plateau = read_csv(out / "fair_plateau.csv")
     assert all(json.loads(r["checks"])[0]["updates"] == 50 for r in plateau)
+    for stem in fair.FIGURE_NUMBERS:  # every figure beside a record of what drew it
+        if (out / f"{stem}.png").exists():
+            assert json.loads((out / f"{stem}.json").read_text())["provenance"]["git"]
     # every arm: the unit's plateau base, its GRPO arm's prompts, rates from the grid
     state = fair.plateau_bases("tiny", [(0, 0)], str(runs))[(0, 0)]
     cfgs = {arm: fair.arm_config("tiny", arm, chosen[arm], (0, 0), state)[1] for arm in fair.ARMS}
