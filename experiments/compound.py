@@ -44,8 +44,8 @@ def base_row(preset: str, condition: str, unit: tuple, state: dict) -> dict:
     row = {"condition": condition, "split": unit[0], "seed": unit[1], "run": run.name, "updates": state["updates"],
            "at_plateau": state["at_plateau"], "gain_seen": state["gain"][SEEN],
            "gain_validation": state["gain"][VALIDATION]}
-    got = [(f"{s}/L{depth}", r) for s in (SEEN, VALIDATION, UNSEEN)
-           for r in fair.scores(run, split, (s,), p["n_test"], unit[1], ("all",))]
+    got = [(f"{r['support']}/L{depth}", r)  # one evaluation of the three supports, one model load
+           for r in fair.scores(run, split, (SEEN, VALIDATION, UNSEEN), p["n_test"], unit[1], ("all",))]
     got += [(f"L{r['group']}", r) for r in fair.scores(run, split, (DEEPER,), p["n_deeper"], unit[1], ("depth",))]
     for key, r in got:
         row.update(fair.cells(r, key))

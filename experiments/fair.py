@@ -235,6 +235,12 @@ def arm_config(preset: str, arm: str, lr: float, unit: tuple, plateau: dict,
                                            data_offset=plateau["offset"]))
 
 
+def curve_of(row: dict) -> dict:
+    """A row's in-run curve (``curve``): a dict, or the JSON a CSV holds; {} where the row has none."""
+    c = row.get("curve")
+    return json.loads(c) if isinstance(c, str) and c else c if isinstance(c, dict) else {}
+
+
 def curve(run: Path) -> dict:
     """step -> {support: greedy accuracy} of a run's in-run evaluations (every ``eval_every``)."""
     return {step: {k[5:]: v for k, v in m.items() if k.startswith("eval/")} for step, m in eval_points(run).items()}
@@ -385,7 +391,7 @@ def plot_grid(rows: list[dict], chosen: dict, lrs, stem: Path) -> None:
         a.scatter([r["lr"] for r in sel], [100 * r["val_score"] for r in sel], s=8, color=COLORS[arm], alpha=0.5)
         a.scatter([chosen[arm]], [100 * means[list(lrs).index(chosen[arm])]], s=140, facecolors="none",
                   edgecolors=COLORS[arm], linewidths=1.5)
-        curves = [json.loads(r["curve"]) if isinstance(r["curve"], str) else r["curve"]
+        curves = [curve_of(r)
                   for r in sel if r["lr"] == chosen[arm]]
         steps = sorted({int(k) for c in curves for k in c})
         ys = [mean_ci([c.get(str(k), c.get(k, {})).get(VALIDATION) for c in curves])[0] for k in steps]
@@ -445,9 +451,7 @@ def plot_table(summary: list[dict], depth: int, stem: Path, units: str = "units 
 def curve_means(rows: list[dict], support: str) -> dict[str, list[tuple[int, float]]]:
     """condition -> [(update, mean greedy accuracy on ``support`` over units)] from the rows' in-run
     curves; update 0 is the unit's base, read from an RL arm's first check (controls check from 50)."""
-    def parse(r):
-        return json.loads(r["curve"]) if isinstance(r.get("curve"), str) and r["curve"] else {}
-
+    parse = curve_of
     start = {}
     for r in rows:
         if "0" in parse(r):
