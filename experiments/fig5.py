@@ -1,6 +1,11 @@
 """Figure 5 (probes): do the layers identify the latent skills and routings, before and after RL?
 
     python -m experiments.fig5 [--preset tiny|cpu] [--seeds 0 1 2] [--splits 0 1] [--targets skill routing]
+    python -m experiments.fig5 --fair <fair.csv> --runs <its runs> [--splits 0 1] [--seeds 0 1 2]
+
+``--fair``: the skills of a fair-test study's runs instead (``experiments.fair``, any ``--condition``,
+e.g. a compound regime): its base, GRPO, labelled and RFT controls of every unit at plateau, probed
+on the formats they trained on (``probes.report.run_data``).
 
 Skills: the protocol study's runs (SFT base, SFT + GRPO, labelled control) on its task (in the
 ``cpu`` preset the chosen regime's: 8 skills x chain / twice / map_halves, L = 3). Routings: fig3's
@@ -43,7 +48,10 @@ N_ITEMS = {"tiny": 16, "smoke": 64, "cpu": 192, "smoke_chain_l2": 16, "cpu_chain
 # unseen items patched per (layer, t): causal patching regenerates
 N_CAUSAL = {"tiny": 8, "smoke": 16, "cpu": 64, "smoke_chain_l2": 8, "cpu_chain_l2": 64}
 MODELS = ("random", "sft", "rl", "control")
-LABELS = {"random": "random init", "sft": "SFT", "rl": "SFT + GRPO", "control": "SFT + labelled control"}
+FAIR_MODELS = (*MODELS, "rft")  # --fair: the fair test's on-policy control too
+LABELS = {"random": "random init", "sft": "SFT", "rl": "SFT + GRPO", "control": "SFT + labelled control",
+          "rft": "SFT + RFT control"}
+FAIR_ARMS = {"sft": "base", "rl": "grpo", "control": "control", "rft": "rft"}  # model -> experiments.fair's name
 TASKS = {  # target -> (condition name of sft / rl / control in its runs, probe item supports)
     "skill": ({"sft": "sft", "rl": "grpo", "control": "control"}, ("seen", "unseen")),
     "routing": ({"sft": "sft", "rl": "grpo_composed", "control": "control_composed"},
@@ -87,10 +95,27 @@ def probe_run(run: Path, target: str, supports: tuple[str, ...], seed: int, rand
     return {"probe": rows, "causal": causal, "n_rows": len(acts), "n_unseen_items": len(unseen)}
 
 
+def fair_runs(csv: str, runs: str, units: list) -> tuple[dict, list]:
+    """The skill target's runs of a fair-test study (``experiments.fair``'s ``fair.csv``): (runs keyed
+    like ``collect``'s, the units of ``units`` whose base met the plateau rule: the claim units)."""
+    from experiments.report import read_csv
+
+    rows = read_csv(csv)
+    at = sorted({(int(r["split"]), int(r["seed"])) for r in rows if r["at_plateau"] == "True"} & set(units))
+    if not at:
+        raise ValueError(f"--fair {csv}: no unit of {units} met the plateau rule there")
+    out = {("skill", int(r["split"]), int(r["seed"]), r["condition"]): Path(runs) / r["run"] for r in rows}
+    return out, at
+
+
 def collect(a) -> tuple[list[dict], list[dict]]:
     units = [(sp, s) for sp in a.splits for s in a.seeds]
     runs = {}
-    if "skill" in a.targets:  # only the runs of the targets asked for are trained (or read)
+    models, conds = MODELS, dict(TASKS["skill"][0])
+    if a.fair:  # the fair study's runs; its units at plateau only
+        runs, units = fair_runs(a.fair, a.runs, units)
+        models, conds = FAIR_MODELS, FAIR_ARMS
+    elif "skill" in a.targets:  # only the runs of the targets asked for are trained (or read)
         study = protocol.StudyConfig(a.preset, tuple(a.seeds), tuple(a.splits), ("grpo",), "core", a.workers,
                                      a.runs, a.out)
         for r in protocol.run_study(study):
@@ -103,12 +128,13 @@ def collect(a) -> tuple[list[dict], list[dict]]:
         for r in finals:
             runs[("routing", r["split"], r["seed"], r["condition"])] = Path(a.runs) / r["run"]
     probe, causal = [], []
-    for target, (conds, supports) in TASKS.items():
+    for target, (names, supports) in TASKS.items():
         if target not in a.targets:
             continue
+        names = conds if target == "skill" else names
         for sp, seed in units:
-            for m in MODELS:
-                run = runs[(target, sp, seed, conds["sft" if m == "random" else m])]
+            for m in models:
+                run = runs[(target, sp, seed, names["sft" if m == "random" else m])]
                 args = {"target": target, "supports": list(supports), "seed": seed, "random": m == "random",
                         "n": N_ITEMS[a.preset], "n_causal": N_CAUSAL[a.preset]}
                 res = cached_json(run, "fig5", args, probe_run, run, target, supports, seed, m == "random",
@@ -119,11 +145,16 @@ def collect(a) -> tuple[list[dict], list[dict]]:
     return probe, causal
 
 
+def models_of(rows: list[dict]) -> list[str]:
+    """The models the rows hold, in FAIR_MODELS' order."""
+    return [m for m in FAIR_MODELS if any(r["model"] == m for r in rows)]
+
+
 def summarize(probe: list[dict], causal: list[dict]) -> list[dict]:
     out = []
     layers = list(dict.fromkeys(r["layer"] for r in probe))
     for target in dict.fromkeys(r["target"] for r in probe):
-        for m in MODELS:
+        for m in models_of(probe):
             for layer in layers:
                 for ev in ("seen", "unseen"):
                     sel = [r for r in probe if r["target"] == target and r["model"] == m and r["layer"] == layer
@@ -149,7 +180,7 @@ def summarize(probe: list[dict], causal: list[dict]) -> list[dict]:
 DODGE = 0.07  # layers apart between the models' points at one layer, so that no interval hides another
 
 
-def plot(summary: list[dict], stem: Path) -> None:
+def plot(summary: list[dict], stem: Path, subtitle: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -161,13 +192,14 @@ def plot(summary: list[dict], stem: Path) -> None:
     targets = list(dict.fromkeys(r["target"] for r in summary))
     # two panels to a row, so that a README's ~1,000 px leave each one readable
     fig, flat = panel_grid(len(targets) * len(panels), (4.8, 3.4), ncols=2)
-    colors = {"random": "0.6", "sft": "tab:gray", "rl": "tab:blue", "control": "tab:green"}
+    colors = {"random": "0.6", "sft": "tab:gray", "rl": "tab:blue", "control": "tab:green", "rft": "tab:cyan"}
+    models = models_of(summary)
     n = max((r["n"] for r in summary), default=0)
     for i, target in enumerate(targets):
         for j, (what, metric, ev) in enumerate(panels):
             ax = flat[i * len(panels) + j]
-            for k, m in enumerate(MODELS):
-                xs = np.arange(len(layers)) + (k - (len(MODELS) - 1) / 2) * DODGE
+            for k, m in enumerate(models):
+                xs = np.arange(len(layers)) + (k - (len(models) - 1) / 2) * DODGE
                 pts = [next(r for r in summary if r["what"] == what and r["target"] == target and r["model"] == m
                             and r["layer"] == layer and r["metric"] == metric and r["eval"] == ev)
                        for layer in layers]
@@ -182,17 +214,25 @@ def plot(summary: list[dict], stem: Path) -> None:
             ax.axhline(0, color="k", lw=0.5)
             ax.set_title(f"{target}: {metric} ({ev} compositions)", fontsize=10)
     fig.suptitle("Probes per layer: identification score (>= 0.9: identified), selectivity, causal interchange\n"
-                 f"{interval_note(n)}", fontsize=11)
+                 f"{subtitle}{interval_note(n)}", fontsize=11)
     fig.tight_layout()
-    legend_below(fig, len(MODELS))
+    legend_below(fig, len(models))
     save_figure(fig, stem)
     plt.close(fig)
 
 
 def main(argv=None) -> int:
     ap = figure_parser("python -m experiments.fig5", __doc__, protocol.PRESETS)
-    ap.add_argument("--targets", nargs="+", default=list(TASKS), choices=list(TASKS), help="what to probe")
+    ap.add_argument("--targets", nargs="+", default=None, choices=list(TASKS),
+                    help="what to probe (default: both; with --fair: skill, its only target)")
+    ap.add_argument("--fair", default=None, metavar="FAIR_CSV",
+                    help="probe the skills of a fair-test study's runs (its fair.csv; --runs: its run cache)")
     a = ap.parse_args(argv)
+    if a.fair and a.targets not in (None, ["skill"]):
+        ap.error(f"--targets {' '.join(a.targets)}: --fair probes the skill target only")
+    if a.fair and not Path(a.fair).is_file():
+        ap.error(f"--fair {a.fair}: no such file (experiments.fair writes fair.csv)")
+    a.targets = a.targets or (["skill"] if a.fair else list(TASKS))
     a.out = str(output_dir(a.out, a.preset))
     t0 = time.time()
     probe, causal = collect(a)
@@ -201,7 +241,14 @@ def main(argv=None) -> int:
     write_csv(summary, out / "fig5.csv")
     write_csv(probe, out / "fig5_probes.csv")
     write_csv(causal, out / "fig5_causal.csv")
-    plot(summary, out / "fig5")
+    subtitle = ""
+    if a.fair:
+        from experiments import regime
+        from experiments.report import read_csv
+
+        # fair.csv files older than its regime column are the chosen regime's
+        subtitle = f"fair-test runs, regime {read_csv(a.fair)[0].get('regime', regime.CHOSEN)}, units at plateau; "
+    plot(summary, out / "fig5", subtitle)
     write_json({"figure": "fig5", "args": vars(a), "seeds": a.seeds, "wall_s": time.time() - t0,
                 "provenance": provenance(), "n_items_per_support": N_ITEMS[a.preset],
                 "n_causal": N_CAUSAL[a.preset], "tasks": TASKS,

@@ -85,3 +85,27 @@ def test_max_blocks_is_a_budget_of_the_chains_and_bad_values_are_one_line(tmp_pa
     with pytest.raises(SystemExit) as e:
         compound.main([*args, "--out", str(tmp_path / "bad"), "--max-blocks", "-1"])
     assert e.value.code == 2 and "--max-blocks" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_fair_protocol_and_its_probes_run_in_a_compound_condition(tmp_path):
+    """The fair test in a compound regime (one tiny unit), then fig5 --fair on its runs: every fair arm
+    probed, on the compound format its runs trained on, each probe cached in its run."""
+    from experiments import fig5
+    from probes.report import run_data
+
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    unit = ["--splits", "0", "--seeds", "0", "--runs", str(runs), "--workers", "1"]
+    assert fair.main(["--preset", "tiny", "--condition", "compound_chunked", "--out", str(out), *unit]) == 0
+    csv = out / "compound_chunked" / "fair.csv"
+    rows = read_csv(csv)
+    assert {r["regime"] for r in rows} == {"compound_chunked"}
+    base = next(runs / r["run"] for r in rows if r["condition"] == "base")
+    spec = regime.CONDITIONS["compound_chunked"]
+    assert run_data(base)[1:3] == (spec["fmt"], spec["granularity"])  # compounds probed in their own format
+    assert fig5.main(["--preset", "tiny", "--fair", str(csv), "--out", str(tmp_path / "out5"), *unit]) == 0
+    probes = read_csv(tmp_path / "out5" / "fig5_probes.csv")
+    assert {r["model"] for r in probes} == set(fig5.FAIR_MODELS)
+    want = {fig5.FAIR_ARMS[m] for m in fig5.FAIR_MODELS if m != "random"}
+    assert {r["run"] for r in probes} == {r["run"] for r in rows if r["condition"] in want}
+    assert len(list(runs.glob("*/fig5-*.json"))) == len(fig5.FAIR_MODELS)
