@@ -3,7 +3,9 @@
     python -m experiments.fig2 [--preset tiny|cpu] [--seeds 0 1 2] [--splits 0 1] [--replay]
     python -m experiments.fig3 ...
 
-The task and model are the chosen regime's (``experiments.protocol.PRESETS``, docs/regime.md):
+The task and model are the chosen regime's (``experiments.protocol.PRESETS``, docs/regime.md;
+``--condition`` another of ``experiments.regime.CONDITIONS``, e.g. a compound regime, whose atoms,
+held-out ones included, are shown in their own format and its compounds in the compound format):
 explicit traces, no position encoding, L_train = 3 over 8 skills x 3 routings, SFT on L = 1, 2, 3
 compounds of 10% of the compositions it may use. Per (split, seed) unit: an SFT base whose
 compositions never use the held-out modules. SFT shows them only in isolation, as L = 1 atoms
@@ -33,7 +35,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from experiments import protocol
+from experiments import protocol, regime
 from experiments.engine import base_config, eval_points, final_accuracy, grpo_config, train_units
 from experiments.report import (
     README_COLUMNS,
@@ -52,6 +54,7 @@ from hlsm.control import labelled_control
 from hlsm.names import (
     ATOMS,
     DEEPER,
+    EVAL_ATOMS,
     EVAL_HELDOUT_ATOMS,
     HELDOUT_ATOMS,
     RL_ATOMS,
@@ -75,6 +78,7 @@ SETUPS = {
     "fig3": dict(kind="routing", heldout=[("map_halves",), ("twice",)], arms=("atoms", "composed", "shallow")),
 }
 PRESETS = {name: protocol.PRESETS[name] for name in ("tiny", "cpu")}  # the chosen regime's
+REGIME_PRESET = {"tiny": "smoke", "cpu": "cpu"}  # figure preset -> its sizes in experiments.regime.PRESETS
 SFT_MIX = {SFT: 1.0, ATOMS: 0.25, HELDOUT_ATOMS: 0.1}  # SFT batch shares: compounds, kept atoms, held-out atoms
 
 
@@ -85,11 +89,24 @@ def conditions(figure: str, replay: bool = False) -> tuple[str, ...]:
                      for kind in ("grpo", "control")))
 
 
-def split_spec(figure: str, split: int, preset: str) -> dict:
-    """The chosen regime's task with ``figure``'s modules held out of SFT's compositions."""
-    task, s = PRESETS[preset]["split"], SETUPS[figure]
+def preset_of(preset: str, condition: str = regime.CHOSEN) -> dict:
+    """The preset's run sizes in the task, model and trace formats of regime ``condition`` (the chosen
+    regime's: ``PRESETS[preset]``). In a compound condition the held-out modules' atoms are shown in
+    the atoms' format, as every other atom."""
+    p = regime.study_preset(REGIME_PRESET[preset], condition)
+    formats = p["sft"].get("formats")
+    if formats:  # the held-out split has no eval_atoms: its atoms are scored as eval_heldout_atoms
+        atoms = {k: v for k, v in formats.items() if k != EVAL_ATOMS}
+        p["sft"]["formats"] = {**atoms, HELDOUT_ATOMS: formats[ATOMS], EVAL_HELDOUT_ATOMS: formats[ATOMS]}
+    return p
+
+
+def split_spec(figure: str, split: int, preset: str, condition: str = regime.CHOSEN) -> dict:
+    """Regime ``condition``'s task (default: the chosen regime's) with ``figure``'s modules held out of
+    SFT's compositions."""
+    task, s = preset_of(preset, condition)["split"], SETUPS[figure]
     skills = list(task["skills"])
-    routings = list(protocol.regime.ROUTINGS) if s["kind"] == "routing" else list(task["routings"])
+    routings = list(regime.ROUTINGS) if s["kind"] == "routing" else list(task["routings"])
     held = s["heldout"][split % len(s["heldout"])]
     if not set(held) <= set(skills + routings):  # a small preset's inventory: hold out its last skill
         held = (skills[-1],)
@@ -100,11 +117,11 @@ def split_spec(figure: str, split: int, preset: str) -> dict:
             "partition_seed": split}
 
 
-def unit_configs(figure: str, preset: str, split: int, seed: int, replay: bool = False
-                 ) -> dict[str, tuple[str, object]]:
-    """condition -> (kind, config) for one unit; kind is sft | grpo | control (inits filled in later)."""
-    p = PRESETS[preset]
-    spec = split_spec(figure, split, preset)
+def unit_configs(figure: str, preset: str, split: int, seed: int, replay: bool = False,
+                 condition: str = regime.CHOSEN) -> dict[str, tuple[str, object]]:
+    """name -> (kind, config) for one unit; kind is sft | grpo | control (inits filled in later)."""
+    p = preset_of(preset, condition)
+    spec = split_spec(figure, split, preset, condition)
     # the engine's recipe, scored on this figure's supports; continuations also mid-run (curves)
     base = base_config(dict(p["sft"], train_supports=dict(SFT_MIX), eval_supports=SUPPORTS, eval_every=0,
                             ckpt_every=max(1, p["sft"]["steps"] // 4)), spec, seed)
@@ -122,17 +139,18 @@ def unit_configs(figure: str, preset: str, split: int, seed: int, replay: bool =
 
 
 def run_units(figure: str, preset: str, splits, seeds, runs="runs", workers: int = 0, progress: bool = True,
-              replay: bool = False, only: tuple[str, ...] = ()) -> tuple[list[dict], list[dict], list[dict]]:
+              replay: bool = False, only: tuple[str, ...] = (), condition: str = regime.CHOSEN
+              ) -> tuple[list[dict], list[dict], list[dict]]:
     """Train (or re-use) one figure's runs (``only``: just these conditions and the base); returns
     (final rows, curve rows, GRPO regime rows)."""
     names = tuple(n for n in conditions(figure, replay) if not only or n == "sft" or n in only)
     units = [(sp, s) for sp in splits for s in seeds]
-    plans = {u: {n: job for n, job in unit_configs(figure, preset, *u, replay=replay).items() if n in names}
+    plans = {u: {n: job for n, job in unit_configs(figure, preset, *u, replay, condition).items() if n in names}
              for u in units}
     dirs = train_units(plans, lambda name: "sft", runs, workers, progress)
-    finals, curves, regime = [], [], []
+    finals, curves, tied = [], [], []
     for u in units:
-        held = "+".join(split_spec(figure, u[0], preset)["heldout"])
+        held = "+".join(split_spec(figure, u[0], preset, condition)["heldout"])
         # step-0 accuracies: a GRPO run's evaluation of the base (the same items every continuation sees)
         grpo = [eval_points(dirs[(u, n)]) for n in names if n.startswith("grpo")]
         start = next((pts[0] for pts in grpo if 0 in pts), {})
@@ -143,7 +161,7 @@ def run_units(figure: str, preset: str, splits, seeds, runs="runs", workers: int
                 finals.append({"split": u[0], "seed": u[1], "heldout": held, "condition": n, "support": sup,
                                "accuracy": acc.get(sup), "run": run.name})
             if n.startswith("grpo"):  # p0 on the arm's prompts (its first step's reward) and tied groups
-                regime.append({"split": u[0], "seed": u[1], "heldout": held, "condition": n,
+                tied.append({"split": u[0], "seed": u[1], "heldout": held, "condition": n,
                                **protocol.grpo_stats(run)})
             if n == "sft":
                 continue
@@ -154,7 +172,7 @@ def run_units(figure: str, preset: str, splits, seeds, runs="runs", workers: int
                     if f"eval/{sup}" in points[step]:
                         curves.append({"split": u[0], "seed": u[1], "heldout": held, "condition": n,
                                        "step": step, "support": sup, "accuracy": points[step][f"eval/{sup}"]})
-    return finals, curves, regime
+    return finals, curves, tied
 
 
 def claims(names: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -249,24 +267,31 @@ def plot(curve: list[dict], figure: str, stem: Path) -> None:
 def main(figure: str, argv=None, doc: str = __doc__) -> int:
     ap = figure_parser(f"python -m experiments.{figure}", doc, PRESETS)
     ap.add_argument("--replay", action="store_true", help="also the +replay twin of every arm and control")
+    ap.add_argument("--condition", default=regime.CHOSEN, choices=list(regime.CONDITIONS),
+                    help="the regime condition's task, model and trace formats (default: the chosen regime's); "
+                         "another condition writes under <out>/<condition>/")
     a = ap.parse_args(argv)
     a.out = str(output_dir(a.out, a.preset))
+    if a.condition != regime.CHOSEN:  # never over the chosen regime's files
+        a.out = str(Path(a.out) / a.condition)
+        Path(a.out).mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     names = conditions(figure, a.replay)
-    finals, curves, regime = run_units(figure, a.preset, a.splits, a.seeds, a.runs, a.workers, replay=a.replay)
+    finals, curves, tied = run_units(figure, a.preset, a.splits, a.seeds, a.runs, a.workers, replay=a.replay,
+                                     condition=a.condition)
     table, diffs, curve = summarize(finals, curves, names)
-    rl = grpo_regime(regime)
+    rl = grpo_regime(tied)
     out = Path(a.out)  # resolved by output_dir after parsing
     write_csv(table + diffs, out / f"{figure}.csv")
     write_csv(finals, out / f"{figure}_units.csv")
     write_csv(curves, out / f"{figure}_curves.csv")
-    write_csv(regime, out / f"{figure}_regime.csv")
+    write_csv(tied, out / f"{figure}_regime.csv")
     plot(curve, figure, out / figure)
     write_json({"figure": figure, "args": vars(a), "seeds": a.seeds, "wall_s": time.time() - t0,
                 "provenance": provenance(), "setup": SETUPS[figure],
-                "split_specs": {sp: split_spec(figure, sp, a.preset) for sp in a.splits},
-                "configs_of_first_unit": {k: [kind, c.to_dict()] for k, (kind, c) in
-                                          unit_configs(figure, a.preset, a.splits[0], a.seeds[0], a.replay).items()},
+                "split_specs": {sp: split_spec(figure, sp, a.preset, a.condition) for sp in a.splits},
+                "configs_of_first_unit": {k: [kind, c.to_dict()] for k, (kind, c) in unit_configs(
+                    figure, a.preset, a.splits[0], a.seeds[0], a.replay, a.condition).items()},
                 "runs": sorted({r["run"] for r in finals}), "final": table, "differences": diffs,
                 "regime": rl, "curves": curve}, out / f"{figure}.json")
     for r in table:

@@ -109,3 +109,22 @@ def test_fair_protocol_and_its_probes_run_in_a_compound_condition(tmp_path):
     want = {fig5.FAIR_ARMS[m] for m in fig5.FAIR_MODELS if m != "random"}
     assert {r["run"] for r in probes} == {r["run"] for r in rows if r["condition"] in want}
     assert len(list(runs.glob("*/fig5-*.json"))) == len(fig5.FAIR_MODELS)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "cpu"])
+def test_heldout_figures_run_in_a_compound_condition_with_every_atom_in_the_atoms_format(preset):
+    """fig2 / fig3 --condition: the condition's task, model and formats; the held-out modules' atoms
+    (SFT's and the scored ones) shown as the other atoms; the chosen regime's configs unchanged."""
+    from experiments import heldout
+    from hlsm.names import EVAL_HELDOUT_ATOMS, HELDOUT_ATOMS, RL_ATOMS
+
+    assert heldout.preset_of(preset) == heldout.PRESETS[preset]
+    spec = regime.CONDITIONS["compound_chunked"]
+    for figure in heldout.SETUPS:
+        unit = heldout.unit_configs(figure, preset, 0, 0, condition="compound_chunked")
+        base = unit["sft"][1].validate()  # every format names a support of the held-out split
+        assert (base.fmt, base.granularity) == (spec["fmt"], spec["granularity"])
+        atoms = spec["formats"][ATOMS]
+        assert all(base.formats[s] == atoms for s in (ATOMS, HELDOUT_ATOMS, EVAL_HELDOUT_ATOMS, RL_ATOMS))
+        assert base.split["sft_depths"] == spec["split"]["sft_depths"]
+        assert unit.keys() == heldout.unit_configs(figure, preset, 0, 0).keys()
