@@ -48,6 +48,7 @@ from hlsm.control import labelled_control, rft_control
 from hlsm.grpo import GRPOConfig
 from hlsm.names import DEEPER, SEEN, UNSEEN, VALIDATION
 from hlsm.sft import SFTConfig
+from hlsm.text import FORMS
 
 # Fixed before any run (issue 30); never loosened after looking.
 PLATEAU = {
@@ -368,6 +369,24 @@ def table(rows: list[dict], depth: int, units: str = "units at plateau") -> tupl
     return out, "\n".join(lines) + "\n"
 
 
+def forms_table(rows: list[dict], depth: int) -> str:
+    """The forms the rollouts take (sampled completions at T = 1, ``hlsm.text.FORMS``), % per condition on
+    the unseen L_train and the L_train + 1 compositions: does RL write the steps out? ('' when the rows
+    predate the form columns.)"""
+    keys = [f"sampled_form/{f}/L{d}" for d in (depth, depth + 1) for f in FORMS]
+    if not any(k in r for r in rows for k in keys):
+        return ""
+    lines = ["| condition | n | " + " | ".join(f"{f} L{d}" for d in (depth, depth + 1) for f in FORMS) + " |",
+             "|---|---|" + "---|" * len(keys)]
+    for cond in ("base", *ARMS, *DYNAMIC_ARMS):
+        vals = [mean_ci([r.get(k) for r in rows if r["condition"] == cond]) for k in keys]
+        if vals[0][2]:
+            lines.append(f"| `{cond}` | {vals[0][2]} | " + " | ".join(pm(m, h) for m, h, _ in vals) + " |")
+    return ("\n".join(lines) + f"\n\nThe forms of the {SAMPLES} sampled completions per item at T = 1, %, mean ± "
+            "95% t over the units: `explicit` writes every step's module tokens and value out, `values` every "
+            "value, `chunked` hides the values inside a chunk, `answer` the answer alone, `other` none of these.\n")
+
+
 COLORS = {"base": "0.55", "more_sft": "0.3", "grpo": "tab:blue", "rft": "tab:cyan", "control": "tab:green",
           "grpo_atoms": "tab:orange", "rft_atoms": "gold", "control_atoms": "tab:olive", "grpo_dyn": "tab:purple",
           "rft_dyn": "tab:pink", "control_dyn": "tab:brown"}
@@ -516,6 +535,8 @@ def report_tables(rows: list[dict], n_units: int, depth: int, out: Path) -> str:
     md = "## Units whose base met the plateau rule (the claim rows)\n\n"
     summary, body = table(at, depth)
     md += body if at else "None: no base met the plateau rule within the preset's budget.\n"
+    if at and forms_table(at, depth):
+        md += "\n### The forms of the rollouts (before RL: `base`)\n\n" + forms_table(at, depth)
     # the rates were chosen on GRID_UNITS' validation compositions; the other units never took part
     fresh = [r for r in at if (r["split"], r["seed"]) not in GRID_UNITS]
     if fresh and len(fresh) < len(at):
@@ -524,6 +545,8 @@ def report_tables(rows: list[dict], n_units: int, depth: int, out: Path) -> str:
         every = all_units(n_at, n_units)
         summary_all, body = table(rows, depth, every)
         md += f"\n## All {n_units} {every}: reported, not claim rows\n\n" + body
+        if forms_table(rows, depth):
+            md += "\n### The forms of the rollouts, all units\n\n" + forms_table(rows, depth)
         write_csv(summary_all, out / "fair_summary_all.csv")
         plot_table(summary_all, depth, out / "fair_all", every)
     write_csv(summary, out / "fair_summary.csv")

@@ -8,7 +8,7 @@ from experiments import compound, fair, regime, replot
 from experiments.report import read_csv
 from hlsm.names import ATOMS, SEEN, SFT, UNSEEN
 from hlsm.sft import data_streams, make_split
-from hlsm.text import trace_form
+from hlsm.text import FORMS, trace_form
 
 
 @pytest.mark.parametrize("condition", compound.CONDITIONS)
@@ -100,6 +100,9 @@ def test_fair_protocol_and_its_probes_run_in_a_compound_condition(tmp_path):
     csv = out / "compound_chunked" / "fair.csv"
     rows = read_csv(csv)
     assert {r["regime"] for r in rows} == {"compound_chunked"}
+    md = (out / "compound_chunked" / "fair_table1.md").read_text()
+    forms = md.split("### The forms of the rollouts")[1]  # every form of every arm, before RL and after
+    assert all(f"{f} L3" in forms for f in FORMS) and "| `base` |" in forms and "| `grpo` |" in forms
     base = next(runs / r["run"] for r in rows if r["condition"] == "base")
     spec = regime.CONDITIONS["compound_chunked"]
     assert run_data(base)[1:3] == (spec["fmt"], spec["granularity"])  # compounds probed in their own format
