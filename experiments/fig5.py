@@ -35,6 +35,7 @@ from experiments.report import (
     legend_below,
     mean_ci,
     output_dir,
+    paired,
     panel_grid,
     provenance,
     save_figure,
@@ -177,6 +178,23 @@ def summarize(probe: list[dict], causal: list[dict]) -> list[dict]:
     return out
 
 
+def differences(probe: list[dict]) -> list[dict]:
+    """GRPO minus every other trained model's identification score, paired within (split, seed) units,
+    per target, layer and eval: does RL make the modules more identifiable than its references?"""
+    out = []
+    for target in dict.fromkeys(r["target"] for r in probe):
+        for layer in dict.fromkeys(r["layer"] for r in probe):
+            for ev in ("seen", "unseen"):
+                sel = [dict(r, condition=r["model"]) for r in probe
+                       if r["target"] == target and r["layer"] == layer and r["eval"] == ev]
+                for ref in models_of(sel):
+                    if ref not in ("rl", "random"):
+                        m, h, n = paired(sel, "rl", ref, "ident")
+                        out.append({"target": target, "layer": layer, "eval": ev, "model": "rl", "minus": ref,
+                                    "diff_mean": m, "diff_ci95": h, "n": n})
+    return out
+
+
 DODGE = 0.07  # layers apart between the models' points at one layer, so that no interval hides another
 
 
@@ -241,6 +259,8 @@ def main(argv=None) -> int:
     write_csv(summary, out / "fig5.csv")
     write_csv(probe, out / "fig5_probes.csv")
     write_csv(causal, out / "fig5_causal.csv")
+    diffs = differences(probe)
+    write_csv(diffs, out / "fig5_differences.csv")
     subtitle = ""
     if a.fair:
         from experiments import regime
@@ -252,11 +272,17 @@ def main(argv=None) -> int:
     write_json({"figure": "fig5", "args": vars(a), "seeds": a.seeds, "wall_s": time.time() - t0,
                 "provenance": provenance(), "n_items_per_support": N_ITEMS[a.preset],
                 "n_causal": N_CAUSAL[a.preset], "tasks": TASKS,
-                "runs": sorted({r["run"] for r in probe}), "summary": summary}, out / "fig5.json")
+                "runs": sorted({r["run"] for r in probe}), "summary": summary, "differences": diffs},
+               out / "fig5.json")
     for r in summary:
         if r["metric"] in ("ident", "interchange") and r["eval"] == "unseen":
             print(f"{r['target']:>8} {LABELS[r['model']]:>22} {r['layer']:>7} {r['what']:>6} {r['metric']:>11}: "
                   f"{r['mean']:.3f} ± {r['ci95']:.3f}")
+    last = [r["layer"] for r in probe][-1]  # the last layer probed: what the policy predicts from
+    for d in diffs:
+        if d["layer"] == last:
+            print(f"{d['target']:>8} {d['layer']:>7} {d['eval']:>6} ident: GRPO − {LABELS[d['minus']]:<22} "
+                  f"{d['diff_mean']:+.3f} ± {d['diff_ci95']:.3f} (n = {d['n']})")
     print(f"wall {time.time() - t0:.0f} s -> {out / 'fig5.png'}")
     return 0
 

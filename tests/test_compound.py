@@ -112,6 +112,8 @@ def test_fair_protocol_and_its_probes_run_in_a_compound_condition(tmp_path):
     want = {fig5.FAIR_ARMS[m] for m in fig5.FAIR_MODELS if m != "random"}
     assert {r["run"] for r in probes} == {r["run"] for r in rows if r["condition"] in want}
     assert len(list(runs.glob("*/fig5-*.json"))) == len(fig5.FAIR_MODELS)
+    diffs = read_csv(tmp_path / "out5" / "fig5_differences.csv")  # GRPO paired against each reference
+    assert {d["minus"] for d in diffs} == {"sft", "control", "rft"} and {d["n"] for d in diffs} == {"1"}
 
 
 @pytest.mark.parametrize("preset", ["tiny", "cpu"])
