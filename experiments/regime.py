@@ -258,7 +258,10 @@ def criteria(base: dict, rows: list[dict], cond: str, depth: int) -> dict:
     }
 
 
-def plot(summary: list[dict], depth: int, stem: Path) -> None:
+def plot(summary: list[dict], split: dict, stem: Path) -> None:
+    """The bases' criteria numbers, one bar per condition; ``split``: the preset's task (its depth and
+    inventory)."""
+    depth = split["depth"]
     import matplotlib
 
     matplotlib.use("Agg")
@@ -287,7 +290,8 @@ def plot(summary: list[dict], depth: int, stem: Path) -> None:
         ax.set_xlim(0, 100)
     axes[0].set_yticks(range(len(names)), [f"{s['condition']} (n={s['units']})" for s in bases])
     axes[0].invert_yaxis()
-    fig.suptitle(f"Regime study: SFT bases at L_train = {depth} (8 skills x 3 routings)\n"
+    fig.suptitle(f"Regime study: SFT bases at L_train = {depth} ({len(split['skills'])} skills x "
+                 f"{len(split['routings'])} routings)\n"
                  "mean over n units; 95% t-intervals where n > 1 (one unit has none)", fontsize=11)
     fig.tight_layout()
     save_figure(fig, stem)
@@ -335,7 +339,7 @@ def main(argv=None) -> int:
         (out / f"{a.name}_table1.md").write_text("\n".join(f"### `{c}`\n\n{md}" for c, (_, md) in tables.items()))
     write_csv(rows, out / f"{a.name}.csv")
     write_csv(summary, out / f"{a.name}_summary.csv")
-    plot(summary, depth, out / a.name)
+    plot(summary, PRESETS[a.preset]["split"], out / a.name)
     write_json({"study": vars(a), "criteria": CRITERIA, "plateau_rule": PLATEAU, "wall_s": time.time() - t0,
                 "provenance": provenance(), "cpu_count": os.cpu_count(),
                 "configs_of_first_unit": {c: {k: [kind, cfg.to_dict()] for k, (kind, cfg) in

@@ -106,7 +106,7 @@ def _fair(out: Path, stem: str, meta: dict) -> None:
 def _regime(out: Path, stem: str, meta: dict) -> None:
     from experiments import regime
 
-    regime.plot(meta["summary"], regime.PRESETS[meta["study"]["preset"]]["split"]["depth"], out / stem)
+    regime.plot(meta["summary"], regime.PRESETS[meta["study"]["preset"]]["split"], out / stem)
 
 
 # file stem -> how to re-draw it from its saved numbers
