@@ -535,8 +535,9 @@ def report_tables(rows: list[dict], n_units: int, depth: int, out: Path) -> str:
     md = "## Units whose base met the plateau rule (the claim rows)\n\n"
     summary, body = table(at, depth)
     md += body if at else "None: no base met the plateau rule within the preset's budget.\n"
-    if at and forms_table(at, depth):
-        md += "\n### The forms of the rollouts (before RL: `base`)\n\n" + forms_table(at, depth)
+    forms = forms_table(at, depth) if at else ""
+    if forms:
+        md += "\n### The forms of the rollouts (before RL: `base`)\n\n" + forms
     # the rates were chosen on GRID_UNITS' validation compositions; the other units never took part
     fresh = [r for r in at if (r["split"], r["seed"]) not in GRID_UNITS]
     if fresh and len(fresh) < len(at):
@@ -545,8 +546,9 @@ def report_tables(rows: list[dict], n_units: int, depth: int, out: Path) -> str:
         every = all_units(n_at, n_units)
         summary_all, body = table(rows, depth, every)
         md += f"\n## All {n_units} {every}: reported, not claim rows\n\n" + body
-        if forms_table(rows, depth):
-            md += "\n### The forms of the rollouts, all units\n\n" + forms_table(rows, depth)
+        forms = forms_table(rows, depth)
+        if forms:
+            md += "\n### The forms of the rollouts, all units\n\n" + forms
         write_csv(summary_all, out / "fair_summary_all.csv")
         plot_table(summary_all, depth, out / "fair_all", every)
     write_csv(summary, out / "fair_summary.csv")

@@ -1,6 +1,7 @@
 """Figure 3 (Finding 3, held-out routings): see experiments.heldout, which fig2 and fig3 share.
 
     python -m experiments.fig3 [--preset smoke|cpu] [--seeds 0 1 2] [--splits 0]
+    python -m experiments.fig3 --condition compound_chunked ...   # in another regime condition
 """
 
 from experiments import heldout

@@ -3,9 +3,11 @@
     python -m experiments.fig5 [--preset tiny|cpu] [--seeds 0 1 2] [--splits 0 1] [--targets skill routing]
     python -m experiments.fig5 --fair <fair.csv> --runs <its runs> [--splits 0 1] [--seeds 0 1 2]
 
-``--fair``: the skills of a fair-test study's runs instead (``experiments.fair``, any ``--condition``,
-e.g. a compound regime): its base, GRPO, labelled and RFT controls of every unit at plateau, probed
-on the formats they trained on (``probes.report.run_data``).
+``--fair``: the skills of a fair-test study's runs instead (``experiments.fair``, in a condition whose
+traces show the steps: not ``answer``): its base, GRPO, labelled and RFT controls of every unit at
+plateau, probed on the formats they trained on (``probes.report.run_data``); written to
+``<out>/fair_probes/`` (another condition than the chosen regime: ``<out>/<condition>/fair_probes/``).
+In a chunked condition (granularity g) the g steps of a chunk share its ``before`` position.
 
 Skills: the protocol study's runs (SFT base, SFT + GRPO, labelled control) on its task (in the
 ``cpu`` preset the chosen regime's: 8 skills x chain / twice / map_halves, L = 3). Routings: fig3's
@@ -96,17 +98,40 @@ def probe_run(run: Path, target: str, supports: tuple[str, ...], seed: int, rand
     return {"probe": rows, "causal": causal, "n_rows": len(acts), "n_unseen_items": len(unseen)}
 
 
+FAIR_COLUMNS = ("split", "seed", "condition", "run", "at_plateau")  # what --fair reads of a fair.csv
+
+
 def fair_runs(csv: str, runs: str, units: list) -> tuple[dict, list]:
     """The skill target's runs of a fair-test study (``experiments.fair``'s ``fair.csv``): (runs keyed
-    like ``collect``'s, the units of ``units`` whose base met the plateau rule: the claim units)."""
+    like ``collect``'s, the units of ``units`` whose base met the plateau rule: the claim units).
+    ValueError (one line) when the file, its units or their runs cannot be probed."""
     from experiments.report import read_csv
+    from hlsm.evaluate import parse_cell
 
     rows = read_csv(csv)
-    at = sorted({(int(r["split"]), int(r["seed"])) for r in rows if r["at_plateau"] == "True"} & set(units))
+    missing = [c for c in FAIR_COLUMNS if not rows or c not in rows[0]]
+    if missing:
+        raise ValueError(f"--fair {csv}: no column {', '.join(missing)} (experiments.fair's fair.csv has them)")
+    out = {("skill", int(r["split"]), int(r["seed"]), r["condition"]): Path(runs) / r["run"] for r in rows}
+    at = sorted({(int(r["split"]), int(r["seed"])) for r in rows if parse_cell(r["at_plateau"]) is True} & set(units))
     if not at:
         raise ValueError(f"--fair {csv}: no unit of {units} met the plateau rule there")
-    out = {("skill", int(r["split"]), int(r["seed"]), r["condition"]): Path(runs) / r["run"] for r in rows}
+    for u in at:
+        for arm in FAIR_ARMS.values():
+            run = out.get(("skill", *u, arm))
+            if run is None:
+                raise ValueError(f"--fair {csv}: unit {u} has no {arm!r} row (it probes {list(FAIR_ARMS.values())})")
+            if not (run / "config.json").is_file():
+                raise ValueError(f"--runs {runs}: no run {run.name} of {csv} there (the study's --runs)")
     return out, at
+
+
+def fair_regime(csv: str) -> str:
+    """The regime condition of a fair.csv (files older than its regime column: the chosen regime)."""
+    from experiments import regime
+    from experiments.report import read_csv
+
+    return read_csv(csv)[0].get("regime") or regime.CHOSEN
 
 
 def collect(a) -> tuple[list[dict], list[dict]]:
@@ -114,8 +139,10 @@ def collect(a) -> tuple[list[dict], list[dict]]:
     runs = {}
     models, conds = MODELS, dict(TASKS["skill"][0])
     if a.fair:  # the fair study's runs; its units at plateau only
-        runs, units = fair_runs(a.fair, a.runs, units)
-        models, conds = FAIR_MODELS, FAIR_ARMS
+        runs, at = fair_runs(a.fair, a.runs, units)
+        if set(at) != set(units):
+            print(f"fig5 --fair: units {sorted(set(units) - set(at))} left out: their base missed the plateau rule")
+        units, models, conds = at, FAIR_MODELS, FAIR_ARMS
     elif "skill" in a.targets:  # only the runs of the targets asked for are trained (or read)
         study = protocol.StudyConfig(a.preset, tuple(a.seeds), tuple(a.splits), ("grpo",), "core", a.workers,
                                      a.runs, a.out)
@@ -251,6 +278,21 @@ def main(argv=None) -> int:
     if a.fair and not Path(a.fair).is_file():
         ap.error(f"--fair {a.fair}: no such file (experiments.fair writes fair.csv)")
     a.targets = a.targets or (["skill"] if a.fair else list(TASKS))
+    subtitle = ""
+    if a.fair:
+        from experiments import regime
+        from probes.report import run_data
+
+        try:
+            runs, at = fair_runs(a.fair, a.runs, [(sp, s) for sp in a.splits for s in a.seeds])
+        except ValueError as e:
+            ap.error(str(e))
+        cond = fair_regime(a.fair)
+        if run_data(runs[("skill", *at[0], FAIR_ARMS["sft"])])[1] == "answer":
+            ap.error(f"--fair {a.fair}: regime {cond} trains answer-only traces: no step position to probe")
+        if a.out is None:  # beside the study's figures, never over the protocol's fig5
+            a.out = str(output_dir(None, a.preset) / ("" if cond == regime.CHOSEN else cond) / "fair_probes")
+        subtitle = f"fair-test runs, regime {cond}, units at plateau; "
     a.out = str(output_dir(a.out, a.preset))
     t0 = time.time()
     probe, causal = collect(a)
@@ -261,24 +303,18 @@ def main(argv=None) -> int:
     write_csv(causal, out / "fig5_causal.csv")
     diffs = differences(probe)
     write_csv(diffs, out / "fig5_differences.csv")
-    subtitle = ""
-    if a.fair:
-        from experiments import regime
-        from experiments.report import read_csv
-
-        # fair.csv files older than its regime column are the chosen regime's
-        subtitle = f"fair-test runs, regime {read_csv(a.fair)[0].get('regime', regime.CHOSEN)}, units at plateau; "
     plot(summary, out / "fig5", subtitle)
     write_json({"figure": "fig5", "args": vars(a), "seeds": a.seeds, "wall_s": time.time() - t0,
                 "provenance": provenance(), "n_items_per_support": N_ITEMS[a.preset],
-                "n_causal": N_CAUSAL[a.preset], "tasks": TASKS,
+                "n_causal": N_CAUSAL[a.preset], "tasks": {"skill": FAIR_ARMS} if a.fair else TASKS,
+                "subtitle": subtitle,
                 "runs": sorted({r["run"] for r in probe}), "summary": summary, "differences": diffs},
                out / "fig5.json")
     for r in summary:
         if r["metric"] in ("ident", "interchange") and r["eval"] == "unseen":
             print(f"{r['target']:>8} {LABELS[r['model']]:>22} {r['layer']:>7} {r['what']:>6} {r['metric']:>11}: "
                   f"{r['mean']:.3f} ± {r['ci95']:.3f}")
-    last = [r["layer"] for r in probe][-1]  # the last layer probed: what the policy predicts from
+    last = list(dict.fromkeys(r["layer"] for r in probe))[-1]  # the last layer: what the policy predicts from
     for d in diffs:
         if d["layer"] == last:
             print(f"{d['target']:>8} {d['layer']:>7} {d['eval']:>6} ident: GRPO − {LABELS[d['minus']]:<22} "

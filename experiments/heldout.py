@@ -7,11 +7,11 @@ The task and model are the chosen regime's (``experiments.protocol.PRESETS``, do
 ``--condition`` another of ``experiments.regime.CONDITIONS``, e.g. a compound regime, whose atoms,
 held-out ones included, are shown in their own format and its compounds in the compound format):
 explicit traces, no position encoding, L_train = 3 over 8 skills x 3 routings, SFT on L = 1, 2, 3
-compounds of 10% of the compositions it may use. Per (split, seed) unit: an SFT base whose
-compositions never use the held-out modules. SFT shows them only in isolation, as L = 1 atoms
-(``heldout_atoms``): a policy trained from scratch that never saw a module has p0 = 0 on it and
-GRPO gets no reward to learn from, so "held out of SFT" here means "held out of SFT's
-compositions". From that base, continuations of equal budget:
+(L = 2, 3 in the compound conditions) compounds of 10% of the compositions it may use. Per (split,
+seed) unit: an SFT base whose compositions never use the held-out modules. SFT shows them only
+in isolation, as L = 1 atoms (``heldout_atoms``): a policy trained from scratch that never saw a
+module has p0 = 0 on it and GRPO gets no reward to learn from, so "held out of SFT" here means
+"held out of SFT's compositions". From that base, continuations of equal budget:
 
 - ``grpo_atoms`` / ``grpo_composed``: GRPO whose prompts reintroduce the held-out modules as atoms
   (``rl_atoms``) or inside depth-L compositions (``rl_composed``); fig3 also ``grpo_shallow``, the

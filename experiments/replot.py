@@ -45,7 +45,7 @@ def _fig4(out: Path, stem: str, meta: dict) -> None:
 def _fig5(out: Path, stem: str, meta: dict) -> None:
     from experiments import fig5
 
-    fig5.plot(meta["summary"], out / stem)
+    fig5.plot(meta["summary"], out / stem, meta.get("subtitle", ""))
 
 
 def _fig6(out: Path, stem: str, meta: dict) -> None:

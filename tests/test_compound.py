@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from experiments import compound, fair, regime, replot
@@ -92,7 +94,6 @@ def test_fair_protocol_and_its_probes_run_in_a_compound_condition(tmp_path):
     """The fair test in a compound regime (one tiny unit), then fig5 --fair on its runs: every fair arm
     probed, on the compound format its runs trained on, each probe cached in its run."""
     from experiments import fig5
-    from probes.report import run_data
 
     runs, out = tmp_path / "runs", tmp_path / "out"
     unit = ["--splits", "0", "--seeds", "0", "--runs", str(runs), "--workers", "1"]
@@ -103,10 +104,9 @@ def test_fair_protocol_and_its_probes_run_in_a_compound_condition(tmp_path):
     md = (out / "compound_chunked" / "fair_table1.md").read_text()
     forms = md.split("### The forms of the rollouts")[1]  # every form of every arm, before RL and after
     assert all(f"{f} L3" in forms for f in FORMS) and "| `base` |" in forms and "| `grpo` |" in forms
-    base = next(runs / r["run"] for r in rows if r["condition"] == "base")
-    spec = regime.CONDITIONS["compound_chunked"]
-    assert run_data(base)[1:3] == (spec["fmt"], spec["granularity"])  # compounds probed in their own format
     assert fig5.main(["--preset", "tiny", "--fair", str(csv), "--out", str(tmp_path / "out5"), *unit]) == 0
+    meta = json.loads((tmp_path / "out5" / "fig5.json").read_text())
+    assert "regime compound_chunked" in meta["subtitle"] and meta["tasks"] == {"skill": fig5.FAIR_ARMS}
     probes = read_csv(tmp_path / "out5" / "fig5_probes.csv")
     assert {r["model"] for r in probes} == set(fig5.FAIR_MODELS)
     want = {fig5.FAIR_ARMS[m] for m in fig5.FAIR_MODELS if m != "random"}
@@ -133,3 +133,46 @@ def test_heldout_figures_run_in_a_compound_condition_with_every_atom_in_the_atom
         assert all(base.formats[s] == atoms for s in (ATOMS, HELDOUT_ATOMS, EVAL_HELDOUT_ATOMS, RL_ATOMS))
         assert base.split["sft_depths"] == spec["split"]["sft_depths"]
         assert unit.keys() == heldout.unit_configs(figure, preset, 0, 0).keys()
+
+
+def test_fig5_fair_reads_the_claim_units_and_names_what_it_cannot_probe(tmp_path):
+    """fig5 --fair: the units at plateau among those asked for; a file, unit or run it cannot probe is
+    one line naming it."""
+    from experiments import fig5
+    from experiments.report import write_csv
+
+    runs = tmp_path / "runs"
+    rows = []
+    for (sp, seed), at in {(0, 0): True, (0, 1): False, (1, 0): True}.items():
+        for arm in ("base", "grpo", "control", "rft", "more_sft"):
+            name = f"{arm}-{sp}{seed}"
+            (runs / name).mkdir(parents=True)
+            (runs / name / "config.json").write_text("{}")
+            rows.append({"split": sp, "seed": seed, "condition": arm, "run": name, "at_plateau": at})
+    write_csv(rows, tmp_path / "fair.csv")
+    got, at = fig5.fair_runs(str(tmp_path / "fair.csv"), str(runs), [(0, 0), (0, 1), (1, 1)])
+    assert at == [(0, 0)]  # (0, 1) missed the rule; (1, 0) was not asked for; (1, 1) is not in the file
+    assert got[("skill", 0, 0, "rft")] == runs / "rft-00"
+    with pytest.raises(ValueError, match="no unit of"):
+        fig5.fair_runs(str(tmp_path / "fair.csv"), str(runs), [(0, 1)])
+    with pytest.raises(ValueError, match="--runs .*no run base-00"):
+        fig5.fair_runs(str(tmp_path / "fair.csv"), str(tmp_path / "elsewhere"), [(0, 0)])
+    write_csv([r for r in rows if r["condition"] != "rft"], tmp_path / "no_rft.csv")
+    with pytest.raises(ValueError, match="has no 'rft' row"):
+        fig5.fair_runs(str(tmp_path / "no_rft.csv"), str(runs), [(0, 0)])
+    write_csv([{k: v for k, v in r.items() if k != "at_plateau"} for r in rows], tmp_path / "plateau.csv")
+    with pytest.raises(ValueError, match="no column at_plateau"):
+        fig5.fair_runs(str(tmp_path / "plateau.csv"), str(runs), [(0, 0)])
+
+
+def test_forms_table_averages_each_form_over_units_and_is_empty_without_form_columns():
+    rows = [{"split": 0, "seed": s, "condition": c, **{f"sampled_form/{f}/L{d}": 0.0 for f in FORMS for d in (3, 4)},
+             f"sampled_form/{form}/L3": 1.0, f"sampled_form/{form}/L4": 1.0}
+            for s, (c, form) in enumerate([("base", "chunked"), ("base", "chunked"), ("grpo", "explicit")])]
+    md = fair.forms_table(rows, 3)
+    base = next(line for line in md.splitlines() if line.startswith("| `base` |")).split(" | ")
+    grpo = next(line for line in md.splitlines() if line.startswith("| `grpo` |")).split(" | ")
+    chunked, explicit = 2 + FORMS.index("chunked"), 2 + FORMS.index("explicit")
+    assert base[1] == "2" and base[chunked] == "100.0 ± 0.0" and base[explicit] == "0.0 ± 0.0"
+    assert grpo[1] == "1" and grpo[explicit].startswith("100.0")
+    assert fair.forms_table([{"condition": "base", "greedy/L3": 0.5}], 3) == ""
