@@ -89,6 +89,20 @@ PRESETS = {
 }
 
 
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0 (a learning rate), or a one-line error naming the value."""
+    import argparse
+    import math
+
+    try:
+        x = float(text)
+    except ValueError:
+        x = -1.0
+    if not (math.isfinite(x) and x > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: a finite number > 0")
+    return x
+
+
 def add_max_blocks(ap) -> None:
     """``--max-blocks``: the plateau chains' budget of blocks (default: the preset's); the rule stays."""
     from hlsm.cli import non_negative
@@ -273,10 +287,11 @@ def train_arms(preset: str, jobs: list[tuple], plateaus: dict, runs: str, worker
 
 
 def grid(preset: str, units, runs: str, workers: int = 0, dynamic: bool = False,
-         condition: str = regime.CHOSEN, max_blocks: int | None = None) -> tuple[list[dict], dict, dict]:
+         condition: str = regime.CHOSEN, max_blocks: int | None = None, lrs=None) -> tuple[list[dict], dict, dict]:
     """(one row per unit x arm x rate, arm -> chosen rate, the units' plateau records). With ``dynamic``
-    the followers' rates are chosen second, following each unit's ``grpo_dyn`` run at its chosen rate."""
-    p = PRESETS[preset]
+    the followers' rates are chosen second, following each unit's ``grpo_dyn`` run at its chosen rate.
+    ``lrs``: the rates (default: the preset's)."""
+    p = dict(PRESETS[preset], lrs=tuple(lrs or PRESETS[preset]["lrs"]))
     plateaus = plateau_bases(preset, list(units), runs, workers, condition, max_blocks)
     first = [a for a in (*ARMS, *(DYNAMIC_ARMS if dynamic else ())) if a not in FOLLOWERS]
     done = train_arms(preset, [(u, a, lr) for u in units for a in first for lr in p["lrs"]], plateaus, runs, workers,
@@ -575,6 +590,8 @@ def main(argv=None) -> int:
                     help="the regime condition (experiments.regime.CONDITIONS; default the chosen regime); "
                          "another condition writes under <out>/<condition>/")
     add_max_blocks(ap)
+    ap.add_argument("--lrs", nargs="+", type=positive_float, default=None,
+                    help="the learning-rate grid (default: the preset's); recorded in fair_grid.json")
     ap.add_argument("--dynamic", action="store_true",
                     help="also the dynamic-sampling condition: grpo_dyn and its controls on the prompts it kept")
     a = ap.parse_args(argv)
@@ -583,7 +600,8 @@ def main(argv=None) -> int:
         out = out / cond
         out.mkdir(parents=True, exist_ok=True)
     units = [(sp, s) for sp in a.splits for s in a.seeds]
-    meta = {"study": vars(a), "plateau_rule": PLATEAU, "lrs": PRESETS[a.preset]["lrs"], "warmup": WARMUP,
+    lrs = tuple(sorted(set(a.lrs or PRESETS[a.preset]["lrs"])))
+    meta = {"study": vars(a), "plateau_rule": PLATEAU, "lrs": lrs, "warmup": WARMUP,
             "preset": PRESETS[a.preset], "grid_units": GRID_UNITS, "validation_buckets": VALIDATION_BUCKETS,
             "provenance": provenance()}
     if a.stage == "plateau":
@@ -595,14 +613,20 @@ def main(argv=None) -> int:
         write_json({**meta, "wall_s": time.time() - t0}, out / "fair_plateau.json")
         return 0
     grid_file = out / "fair_grid.json"
+    if a.stage == "table" and a.lrs and grid_file.exists() and tuple(json.loads(grid_file.read_text())["lrs"]) != lrs:
+        ap.error(f"--lrs {' '.join(map(str, lrs))}: {grid_file} chose on another grid "
+                 f"({json.loads(grid_file.read_text())['lrs']}): run --stage grid with these rates first")
     if a.stage == "grid" or not grid_file.exists():
         rows, chosen, state = grid(a.preset, GRID_UNITS if a.preset == "cpu" else units[:2], a.runs, a.workers,
-                                   a.dynamic, cond, a.max_blocks)
+                                   a.dynamic, cond, a.max_blocks, lrs)
         write_csv(plateau_rows(state), out / "fair_grid_plateau.csv")
         write_csv(rows, out / "fair_grid.csv")
-        plot_grid(rows, chosen, PRESETS[a.preset]["lrs"], out / "fair_grid")
+        plot_grid(rows, chosen, lrs, out / "fair_grid")
         write_json({**meta, "chosen": chosen, "wall_s": time.time() - t0}, grid_file)
         print("chosen rates (validation):", json.dumps(chosen))
+        edge = sorted(arm for arm, lr in chosen.items() if len(lrs) > 1 and lr in (lrs[0], lrs[-1]))
+        if edge:  # the best rate may lie beyond the grid: say so, never widen it after looking
+            print(f"chosen at an edge of the grid {list(lrs)}: {', '.join(edge)}")
         if a.stage == "grid":
             return 0
     chosen = json.loads(grid_file.read_text())["chosen"]

@@ -133,6 +133,7 @@ def test_tiny_study_arms_references_grid_and_table(tmp_path, capsys):
     assert more.batch_size == cfgs["control"].batch_size and more.steps == cfgs["control"].steps
     printed = capsys.readouterr().out
     assert "`grpo` − `rft`" in printed and "units at plateau: 2 / 2" in printed
+    assert "chosen at an edge of the grid" in printed  # two rates: every choice is an edge, and it says so
     table = (out / "fair_table1.md").read_text()
     assert fair.main(argv) == 0  # cached: nothing retrains, the same table
     assert (out / "fair_table1.md").read_text() == table
@@ -163,3 +164,14 @@ def test_table_logs_what_the_sampled_arms_learned_from():
     md = fair.table(rows, 3)[1]
     assert "| `grpo` | 2 | 50.0 ± " in md and "| 90.0 ± 0.0 | 70.0 ± 0.0 |" in md
     assert "| `control` | 2 | 50.0" in md.split("sampled arm")[0] and "`control`" not in md.split("sampled arm")[1]
+
+
+def test_a_rate_grid_other_than_the_one_the_rates_were_chosen_on_is_refused_in_one_line(tmp_path, capsys):
+    (tmp_path / "fair_grid.json").write_text(json.dumps({"lrs": [1e-4, 1e-3], "chosen": {}}))
+    with pytest.raises(SystemExit):
+        fair.main(["--preset", "tiny", "--stage", "table", "--lrs", "3e-6", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--lrs 3e-06" in err[0] and "run --stage grid" in err[0]
+    with pytest.raises(SystemExit):
+        fair.main(["--preset", "tiny", "--lrs", "0", "--out", str(tmp_path)])
+    assert "'0': a finite number > 0" in capsys.readouterr().err
