@@ -145,7 +145,7 @@ def plot(summary: list[dict], depth: int, stem) -> None:
                                            for s in summary])
     axes[0].invert_yaxis()
     n = max(s["units"] for s in summary)
-    fig.suptitle(f"Compound-trace regime: plateau bases at L_train = {depth}; "
+    fig.suptitle(f"Compound-trace regime: bases at L_train = {depth}, trained to the plateau rule or the block cap; "
                  + ("1 unit each, no interval" if n == 1 else "95% t-intervals over units"), fontsize=11)
     fig.tight_layout()
     save_figure(fig, stem)

@@ -485,14 +485,13 @@ def plot_table(summary: list[dict], depth: int, stem: Path, units: str = "units 
 def curve_means(rows: list[dict], support: str) -> dict[str, list[tuple[int, float]]]:
     """condition -> [(update, mean greedy accuracy on ``support`` over units)] from the rows' in-run
     curves; update 0 is the unit's base, read from an RL arm's first check (controls check from 50)."""
-    parse = curve_of
     start = {}
     for r in rows:
-        if "0" in parse(r):
-            start.setdefault((r["split"], r["seed"]), parse(r)["0"])
+        if "0" in curve_of(r):
+            start.setdefault((r["split"], r["seed"]), curve_of(r)["0"])
     out = {}
     for cond in dict.fromkeys(r["condition"] for r in rows if r["condition"] != "base"):
-        curves = [{0: start.get((r["split"], r["seed"])), **{int(k): v for k, v in parse(r).items()}}
+        curves = [{0: start.get((r["split"], r["seed"])), **{int(k): v for k, v in curve_of(r).items()}}
                   for r in rows if r["condition"] == cond]
         steps = sorted({k for c in curves for k in c})
         out[cond] = [(k, mean_ci([(c.get(k) or {}).get(support) for c in curves])[0]) for k in steps]

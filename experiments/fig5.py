@@ -101,10 +101,12 @@ def probe_run(run: Path, target: str, supports: tuple[str, ...], seed: int, rand
 FAIR_COLUMNS = ("split", "seed", "condition", "run", "at_plateau")  # what --fair reads of a fair.csv
 
 
-def fair_runs(csv: str, runs: str, units: list) -> tuple[dict, list]:
+def fair_runs(csv: str, runs: str, units: list) -> tuple[dict, list, str]:
     """The skill target's runs of a fair-test study (``experiments.fair``'s ``fair.csv``): (runs keyed
-    like ``collect``'s, the units of ``units`` whose base met the plateau rule: the claim units).
+    like ``collect``'s, the units of ``units`` whose base met the plateau rule: the claim units, the
+    study's regime condition: files older than its regime column are the chosen regime's).
     ValueError (one line) when the file, its units or their runs cannot be probed."""
+    from experiments import regime
     from experiments.report import read_csv
     from hlsm.evaluate import parse_cell
 
@@ -123,23 +125,16 @@ def fair_runs(csv: str, runs: str, units: list) -> tuple[dict, list]:
                 raise ValueError(f"--fair {csv}: unit {u} has no {arm!r} row (it probes {list(FAIR_ARMS.values())})")
             if not (run / "config.json").is_file():
                 raise ValueError(f"--runs {runs}: no run {run.name} of {csv} there (the study's --runs)")
-    return out, at
+    return out, at, rows[0].get("regime") or regime.CHOSEN
 
 
-def fair_regime(csv: str) -> str:
-    """The regime condition of a fair.csv (files older than its regime column: the chosen regime)."""
-    from experiments import regime
-    from experiments.report import read_csv
-
-    return read_csv(csv)[0].get("regime") or regime.CHOSEN
-
-
-def collect(a) -> tuple[list[dict], list[dict]]:
+def collect(a, fair: tuple[dict, list] | None = None) -> tuple[list[dict], list[dict]]:
+    """Probe and causal rows of every model of every unit; ``fair``: (runs, units) of ``fair_runs``."""
     units = [(sp, s) for sp in a.splits for s in a.seeds]
     runs = {}
     models, conds = MODELS, dict(TASKS["skill"][0])
-    if a.fair:  # the fair study's runs; its units at plateau only
-        runs, at = fair_runs(a.fair, a.runs, units)
+    if fair:  # the fair study's runs; its units at plateau only
+        runs, at = fair
         if set(at) != set(units):
             print(f"fig5 --fair: units {sorted(set(units) - set(at))} left out: their base missed the plateau rule")
         units, models, conds = at, FAIR_MODELS, FAIR_ARMS
@@ -278,16 +273,16 @@ def main(argv=None) -> int:
     if a.fair and not Path(a.fair).is_file():
         ap.error(f"--fair {a.fair}: no such file (experiments.fair writes fair.csv)")
     a.targets = a.targets or (["skill"] if a.fair else list(TASKS))
-    subtitle = ""
+    subtitle, fair = "", None
     if a.fair:
         from experiments import regime
         from probes.report import run_data
 
         try:
-            runs, at = fair_runs(a.fair, a.runs, [(sp, s) for sp in a.splits for s in a.seeds])
+            runs, at, cond = fair_runs(a.fair, a.runs, [(sp, s) for sp in a.splits for s in a.seeds])
         except ValueError as e:
             ap.error(str(e))
-        cond = fair_regime(a.fair)
+        fair = runs, at
         if run_data(runs[("skill", *at[0], FAIR_ARMS["sft"])])[1] == "answer":
             ap.error(f"--fair {a.fair}: regime {cond} trains answer-only traces: no step position to probe")
         if a.out is None:  # beside the study's figures, never over the protocol's fig5
@@ -295,7 +290,7 @@ def main(argv=None) -> int:
         subtitle = f"fair-test runs, regime {cond}, units at plateau; "
     a.out = str(output_dir(a.out, a.preset))
     t0 = time.time()
-    probe, causal = collect(a)
+    probe, causal = collect(a, fair)
     summary = summarize(probe, causal)
     out = Path(a.out)  # resolved by output_dir after parsing
     write_csv(summary, out / "fig5.csv")

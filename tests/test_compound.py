@@ -150,9 +150,10 @@ def test_fig5_fair_reads_the_claim_units_and_names_what_it_cannot_probe(tmp_path
             (runs / name / "config.json").write_text("{}")
             rows.append({"split": sp, "seed": seed, "condition": arm, "run": name, "at_plateau": at})
     write_csv(rows, tmp_path / "fair.csv")
-    got, at = fig5.fair_runs(str(tmp_path / "fair.csv"), str(runs), [(0, 0), (0, 1), (1, 1)])
+    got, at, cond = fig5.fair_runs(str(tmp_path / "fair.csv"), str(runs), [(0, 0), (0, 1), (1, 1)])
     assert at == [(0, 0)]  # (0, 1) missed the rule; (1, 0) was not asked for; (1, 1) is not in the file
     assert got[("skill", 0, 0, "rft")] == runs / "rft-00"
+    assert cond == regime.CHOSEN  # a fair.csv without a regime column is the chosen regime's
     with pytest.raises(ValueError, match="no unit of"):
         fig5.fair_runs(str(tmp_path / "fair.csv"), str(runs), [(0, 1)])
     with pytest.raises(ValueError, match="--runs .*no run base-00"):
