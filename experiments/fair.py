@@ -40,9 +40,9 @@ from pathlib import Path
 from experiments import regime
 from experiments.engine import base_config, eval_points, final_accuracy, grpo_config, parallel
 from experiments.protocol import grpo_stats
-from experiments.regime import RL_ARMS, minutes  # RL_ARMS: GRPO arm -> its RL support (compounds beyond SFT, atoms)
+from experiments.regime import RL_ARMS  # RL_ARMS: GRPO arm -> its RL support (compounds beyond SFT, atoms)
 from experiments.report import figure_parser, mean_ci, output_dir, paired, pm, provenance, write_csv, write_json
-from experiments.runs import posthoc_eval, run_all
+from experiments.runs import minutes, posthoc_eval, run_all
 from hlsm.checkpoint import read_config
 from hlsm.control import labelled_control, rft_control
 from hlsm.grpo import GRPOConfig

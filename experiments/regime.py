@@ -33,8 +33,8 @@ from pathlib import Path
 
 from experiments.engine import base_config, deeper_accuracy, final_accuracy, grpo_config, train_units
 from experiments.report import figure_parser, mean_ci, output_dir, provenance, write_csv, write_json
-from experiments.runs import cached_json
-from hlsm.checkpoint import CONFIG, POLICY, read_metrics
+from experiments.runs import cached_json, minutes
+from hlsm.checkpoint import read_metrics
 from hlsm.control import labelled_control
 from hlsm.names import ATOMS, DEEPER, EVAL_ATOMS, RL, RL_ATOMS, SEEN, UNSEEN
 
@@ -150,11 +150,6 @@ def plateau(run: Path) -> dict:
         return {"seen_gain_last_fifth": float("nan"), "at_plateau": False}
     gain = evals[-1][f"eval/{SEEN}"] - evals[-2][f"eval/{SEEN}"]
     return {"seen_gain_last_fifth": gain, "at_plateau": gain < PLATEAU}
-
-
-def minutes(run: Path) -> float:
-    """Wall minutes of a run: from its config.json (written at start) to its policy.pt (at the end)."""
-    return ((Path(run) / POLICY).stat().st_mtime - (Path(run) / CONFIG).stat().st_mtime) / 60
 
 
 def group_signal(run: Path, split: dict, n: int, seed: int) -> dict:

@@ -24,7 +24,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from hlsm.checkpoint import CHECKPOINT, POLICY, read_config, run_formats
+from hlsm.checkpoint import CHECKPOINT, CONFIG, POLICY, read_config, run_formats
 
 # hlsm files that cannot change a training or evaluation result (tools around the runs)
 NOT_RUN_CODE = ("identify", "__main__.py", "cli.py", "demo.py", "integrations", "tensorboard.py")
@@ -65,11 +65,25 @@ def stale_runs(kind: str, cfg, root) -> list[Path]:
     return sorted(p for p in Path(root).glob(f"{kind}-{key}*") if p != here and p.is_dir())
 
 
+# in a run directory carried to another machine (``experiments.carry``): its wall minutes and whether
+# its weights were left behind (a spent run: later runs already started from it)
+CARRIED = "carried.json"
+
+
 def is_finished(out: Path, cfg) -> bool:
-    """A finished run of exactly this config lives in ``out``."""
-    if not (out / POLICY).exists():
+    """A finished run of exactly this config lives in ``out`` (its weights may have been left behind
+    by ``experiments.carry``)."""
+    if not ((out / POLICY).exists() or (out / CARRIED).exists()):
         return False
     return read_config(out) == cfg.to_dict()
+
+
+def minutes(run: Path) -> float:
+    """Wall minutes of a run: from its config.json (written at start) to its policy.pt (at the end), or as
+    recorded when it was carried (file times do not survive git)."""
+    if (Path(run) / CARRIED).exists():
+        return json.loads((Path(run) / CARRIED).read_text())["minutes"]
+    return ((Path(run) / POLICY).stat().st_mtime - (Path(run) / CONFIG).stat().st_mtime) / 60
 
 
 LOCK = ".lock"  # in a run directory: held (flock) by the process training it
@@ -206,6 +220,9 @@ def posthoc_eval(run: Path, split_spec: dict, supports: tuple[str, ...], n: int,
             return list(csv.DictReader(f))
     if threads:
         torch.set_num_threads(threads)
+    if not (Path(run) / POLICY).exists():
+        raise FileNotFoundError(f"{run}: no {POLICY} to evaluate (see its {CARRIED}: weights left behind "
+                                f"by experiments.carry are not carried back)")
     model, _ = load_policy(run)
     rows = evaluate(model, make_split(split_spec), supports, n=n, seed=seed, by=by, samples=samples,
                     pass_k=(1, samples) if samples else (), **run_formats(run))
