@@ -8,7 +8,9 @@ compound regime's plateau chains, issue 31) needs more than one. ``pack`` copies
 a cache, less what no later step reads: the resumable ``checkpoint.pt`` of a finished run (its
 ``policy.pt`` is the finished state), lock and temporary files, and the weights of a *spent* run, one
 another run of the cache has already started from and no GRPO run starts from (a plateau chain's
-interior blocks; a chain's tip, a GRPO run's base and every leaf keep theirs). Every packed run gets a
+interior blocks; a chain's tip, a GRPO run's base and every leaf keep theirs), or, with
+``--weights-for <table.csv>``, of every run the finished study's table does not name (a rate grid's
+runs at the rates not chosen). Every packed run gets a
 ``carried.json``: its wall minutes (file times do not survive git) and whether its weights were
 dropped. Such a run still counts as finished (``runs.is_finished``), and its metrics and post-hoc
 caches are read as before; only loading its policy fails, naming the run.
@@ -52,14 +54,30 @@ def spent(runs: list[Path]) -> set[str]:
     return {name for name, kinds in inits.items() if "grpo" not in kinds}
 
 
-def pack(root: str | Path, dest: str | Path) -> dict:
-    """Copy ``root``'s finished runs into ``dest`` (replacing it), less what ``spent`` and ``SKIPPED``
-    name; returns the manifest written as ``dest/carry.json``."""
+def named_runs(tables: list[Path]) -> set[str]:
+    """The run names in the ``run`` column of study tables (a fair test's ``fair.csv`` names the runs
+    its rows and its probes read)."""
+    from experiments.report import read_csv
+
+    names = set()
+    for t in tables:
+        rows = read_csv(t) if Path(t).is_file() else None
+        if not rows or "run" not in rows[0]:
+            raise ValueError(f"--weights-for {str(t)!r}: not a CSV with a 'run' column (a study's table)")
+        names |= {Path(r["run"]).name for r in rows}
+    return names
+
+
+def pack(root: str | Path, dest: str | Path, weights_for: list[Path] = ()) -> dict:
+    """Copy ``root``'s finished runs into ``dest`` (replacing it), less what ``SKIPPED`` names and the
+    weights of the ``spent`` runs, or, given ``weights_for`` (study tables), of every run they do not
+    name (once a study's table is written, only its rows' runs are read again); returns the manifest
+    written as ``dest/carry.json``."""
     root, dest = Path(root), Path(dest)
     if not root.is_dir():
         raise ValueError(f"--root {str(root)!r}: not a directory (a run cache)")
     runs = finished_runs(root)
-    drop = spent(runs)
+    drop = {d.name for d in runs} - named_runs(weights_for) if weights_for else spent(runs)
     tmp = dest.with_name(dest.name + ".packing")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -114,13 +132,16 @@ def main(argv=None) -> int:
     a = sub.add_parser("pack", help="copy a run cache's finished runs into a pack (replacing it)")
     a.add_argument("root", help="the run cache (a study's --runs)")
     a.add_argument("dest", help="the pack's directory, e.g. carried/<study>")
+    a.add_argument("--weights-for", nargs="+", default=[], metavar="CSV",
+                   help="keep only the weights of the runs these tables name in their 'run' column (default: "
+                        "every run's but the spent ones')")
     b = sub.add_parser("unpack", help="copy a pack's runs back under the root they were made in")
     b.add_argument("src", help="a pack's directory")
     b.add_argument("--root", default=None, help="where to unpack (default and only choice: the pack's own root)")
     args = p.parse_args(argv)
     try:
         if args.command == "pack":
-            m = pack(args.root, args.dest)
+            m = pack(args.root, args.dest, args.weights_for)
             print(f"packed {m['runs']} runs of {m['root']} into {args.dest}: weights kept for "
                   f"{len(m['weights_kept'])}, {len(m['unfinished_left_out'])} unfinished left out")
         else:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from experiments import carry, fair
+from experiments.report import write_csv
 from experiments.runs import CARRIED, is_finished, minutes, posthoc_eval
 from hlsm.checkpoint import CHECKPOINT, CONFIG, POLICY, read_config
 
@@ -45,6 +46,9 @@ def test_a_chain_carried_to_a_new_machine_continues_without_training_anything(tm
         assert json.loads((p / CARRIED).read_text())["minutes"] == pytest.approx(minutes(d))
         assert (p / POLICY).exists() == (d == chain[-1])
     assert carry.pack(root, pack) == m  # packing again replaces the pack with the same
+    write_csv([{"condition": "base", "run": chain[0].name}], tmp_path / "table.csv")
+    only = carry.pack(root, tmp_path / "only", [tmp_path / "table.csv"])  # a finished study's table
+    assert only["weights_kept"] == [chain[0].name] and not (tmp_path / "only" / chain[-1].name / POLICY).exists()
 
     shutil.rmtree(root)  # the machine is gone; the pack came back with git
     with pytest.raises(ValueError, match="unpack there"):
@@ -70,3 +74,7 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         carry.main(["pack", str(tmp_path / "missing"), str(tmp_path / "p")])
     assert "not a directory" in capsys.readouterr().err and not (tmp_path / "p").exists()
+    (tmp_path / "t.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(SystemExit):
+        carry.main(["pack", str(tmp_path), str(tmp_path / "p"), "--weights-for", str(tmp_path / "t.csv")])
+    assert "not a CSV with a 'run' column" in capsys.readouterr().err and not (tmp_path / "p").exists()
