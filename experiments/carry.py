@@ -6,37 +6,42 @@
 A machine's ``runs/`` does not outlive its session, and a study of several hours on 2 cores (the
 compound regime's plateau chains, issue 31) needs more than one. ``pack`` copies every finished run of
 a cache, less what no later step reads: the resumable ``checkpoint.pt`` of a finished run (its
-``policy.pt`` is the finished state), lock and temporary files, and the weights of a *spent* run, one
-another run of the cache has already started from and no GRPO run starts from (a plateau chain's
-interior blocks; a chain's tip, a GRPO run's base and every leaf keep theirs), or, with
-``--weights-for <table.csv>``, of every run the finished study's table does not name (a rate grid's
-runs at the rates not chosen). Every packed run gets a
-``carried.json``: its wall minutes (file times do not survive git) and whether its weights were
-dropped. Such a run still counts as finished (``runs.is_finished``), and its metrics and post-hoc
-caches are read as before; only loading its policy fails, naming the run.
+``policy.pt`` is the finished state), lock and temporary files, and the weights of a *spent* run:
+an SFT run that was continued by an SFT run that was continued in turn, and that no GRPO run and no
+unfinished run starts from (a plateau chain's blocks up to the one before its tip). A chain's tip,
+a GRPO run's base and every leaf keep theirs. With ``--weights-for <table.csv>`` only the runs a
+finished study's table names keep theirs (a rate grid's runs at the rates not chosen do not). Every
+packed run gets a ``carried.json``: its wall minutes (file times do not survive git) and whether its
+weights were dropped. Such a run still counts as finished (``runs.is_finished``), and its metrics
+and post-hoc caches are read as before; a new evaluation of it fails, naming it (the caches of
+``runs.cached_json`` are keyed by the experiments' code too: a changed figure recomputes, which a
+run without weights cannot).
 
-Configs name their ``init`` by path, so the runs must go back under the root they were made in:
-``unpack`` restores them there (``carry.json`` records it), never over a finished run. Runs made by
-other code are unpacked with a note: that code's studies re-use them, this code's do not.
+Configs name their ``init`` by path, so the runs go back under the root they were made in, which
+``carry.json`` records: ``unpack`` restores them there, each whole or not at all, never over a
+finished run or one a process is training. Runs made by other code are unpacked with a note: that
+code's studies re-use them, this code's do not.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import shutil
 import sys
 from pathlib import Path
 
-from experiments.runs import CARRIED, LOCK, code_version, minutes
-from hlsm.checkpoint import CHECKPOINT, CONFIG, POLICY, read_config
+from experiments.runs import CARRIED, LOCK, code_version, minutes, weights_dropped
+from hlsm.checkpoint import CHECKPOINT, CONFIG, POLICY, SNAPSHOTS, read_config
 
-MANIFEST = "carry.json"  # in a pack: the root its runs were made under, the code version, what was dropped
+MANIFEST = "carry.json"  # in a pack: the root its runs were made under, the code version, whose weights stayed
 SKIPPED = (CHECKPOINT, LOCK)  # never packed: a finished run's resumable state, its lock
+PACKING, UNPACKING = ".packing", ".unpacking"  # suffixes of a pack / a run being written (renamed when whole)
 
 
 def holds_finished(d: Path) -> bool:
-    """``d`` holds a finished run: its config and its weights, or a note that they were carried away."""
-    return d.is_dir() and (d / CONFIG).exists() and ((d / POLICY).exists() or (d / CARRIED).exists())
+    """``d`` holds a finished run: its config and its weights, or a record that they were left behind."""
+    return d.is_dir() and (d / CONFIG).exists() and ((d / POLICY).exists() or weights_dropped(d))
 
 
 def finished_runs(root: Path) -> list[Path]:
@@ -44,14 +49,20 @@ def finished_runs(root: Path) -> list[Path]:
     return sorted(d for d in Path(root).iterdir() if holds_finished(d))
 
 
-def spent(runs: list[Path]) -> set[str]:
-    """Names of the runs whose weights no later step reads: some run starts from them, no GRPO run does."""
-    inits = {}  # run name -> the kinds of the runs that start from it
-    for d in runs:
-        init = read_config(d).get("init")
-        if init:
-            inits.setdefault(Path(init).name, set()).add(d.name.split("-")[0])
-    return {name for name, kinds in inits.items() if "grpo" not in kinds}
+def spent(root: Path) -> set[str]:
+    """Names of the runs under ``root`` whose weights no later step reads: a finished SFT run started from
+    them and was itself started from (a plateau chain's blocks up to the one before its tip), and no
+    GRPO run, finished or not, and no unfinished run starts from them.
+
+    A run continued only by leaves keeps its weights: a chain's tip is where the study's arms start,
+    and an arm still to come (queued, training, failed) must find it."""
+    inits = {}  # run directory name -> (kind, finished) of each run that starts from it
+    for d in Path(root).iterdir():
+        if d.is_dir() and (d / CONFIG).exists() and read_config(d).get("init"):
+            inits.setdefault(Path(read_config(d)["init"]).name, []).append((d.name, holds_finished(d)))
+    kind = lambda name: name.split("-")[0]
+    return {name for name, children in inits.items()
+            if all(done and kind(c) == "sft" for c, done in children) and any(c in inits for c, _ in children)}
 
 
 def named_runs(tables: list[Path]) -> set[str]:
@@ -70,58 +81,76 @@ def named_runs(tables: list[Path]) -> set[str]:
 
 def pack(root: str | Path, dest: str | Path, weights_for: list[Path] = ()) -> dict:
     """Copy ``root``'s finished runs into ``dest`` (replacing it), less what ``SKIPPED`` names and the
-    weights of the ``spent`` runs, or, given ``weights_for`` (study tables), of every run they do not
-    name (once a study's table is written, only its rows' runs are read again); returns the manifest
-    written as ``dest/carry.json``."""
-    root, dest = Path(root), Path(dest)
+    weights (``policy.pt``, snapshots) of the ``spent`` runs, or, given ``weights_for`` (study tables), of
+    every run they do not name (once a study's table is written, only its rows' runs are read again);
+    returns the manifest written as ``dest/carry.json``."""
+    root, dest = Path(root).absolute(), Path(dest).absolute()
     if not root.is_dir():
-        raise ValueError(f"--root {str(root)!r}: not a directory (a run cache)")
+        raise ValueError(f"{str(root)!r}: not a directory (the run cache to pack)")
+    if dest == root or root in dest.parents or dest in root.parents:
+        raise ValueError(f"{str(dest)!r}: inside the run cache {str(root)!r} or holding it; pack elsewhere")
     runs = finished_runs(root)
-    drop = {d.name for d in runs} - named_runs(weights_for) if weights_for else spent(runs)
-    tmp = dest.with_name(dest.name + ".packing")
+    drop = {d.name for d in runs} - named_runs(weights_for) if weights_for else spent(root)
+    tmp = dest.with_name(dest.name + PACKING)
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for d in runs:
-        out = tmp / d.name
-        shutil.copytree(d, out, ignore=lambda _, names: [n for n in names if n in SKIPPED or n.endswith(".tmp")])
-        carried = json.loads((d / CARRIED).read_text()) if (d / CARRIED).exists() else {
-            "minutes": minutes(d), "weights_dropped": False}
-        if d.name in drop and (out / POLICY).exists():
-            (out / POLICY).unlink()
-            carried["weights_dropped"] = True
-        (out / CARRIED).write_text(json.dumps(carried, indent=1) + "\n")
-    manifest = {"root": str(root.resolve()), "code_version": code_version(), "runs": len(runs),
-                "weights_kept": sorted(d.name for d in runs if d.name not in drop and (d / POLICY).exists()),
-                "unfinished_left_out": sorted(d.name for d in root.iterdir() if d.is_dir() and d not in runs)}
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    try:
+        tmp.mkdir(parents=True)
+        for d in runs:
+            gone = d.name in drop
+            left = (*SKIPPED, POLICY, SNAPSHOTS) if gone else SKIPPED
+            shutil.copytree(d, tmp / d.name, ignore=lambda _, names, left=left: [
+                n for n in names if n in left or n.endswith(".tmp")])
+            carried = {"minutes": minutes(d), "weights_dropped": gone or weights_dropped(d)}
+            (tmp / d.name / CARRIED).write_text(json.dumps(carried, indent=1) + "\n")
+        kept = sorted(d.name for d in runs if (tmp / d.name / POLICY).exists())
+        manifest = {"root": str(root), "code_version": code_version(), "runs": len(runs), "weights_kept": kept,
+                    "unfinished_left_out": sorted(d.name for d in root.iterdir() if d.is_dir() and d not in runs)}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # never a half pack beside the repository's files
+        raise
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     return manifest
 
 
-def unpack(src: str | Path, root: str | Path | None = None) -> list[Path]:
-    """Copy a pack's runs back under the root they were made in; returns the runs copied (a finished run
-    already there is kept as it is)."""
+def unpack(src: str | Path) -> tuple[Path, list[Path]]:
+    """Copy a pack's runs back under the root they were made in; returns (the root, the runs copied). A
+    finished run already there is kept as it is, and a run some process is training is left alone."""
     src = Path(src)
     if not (src / MANIFEST).exists():
         raise ValueError(f"{str(src)!r}: not a pack (no {MANIFEST}); make one with `python -m experiments.carry pack`")
     manifest = json.loads((src / MANIFEST).read_text())
-    want = Path(manifest["root"])
-    if root is not None and Path(root).resolve() != want:
-        raise ValueError(f"--root {str(root)!r}: these runs name their inits under {str(want)!r}; unpack there")
+    root = Path(manifest["root"])  # configs name their inits under it: the runs can live nowhere else
     if manifest["code_version"] != code_version():
         print(f"note: {src} was made by code {manifest['code_version']}, this is {code_version()}: "
               "its runs serve only studies of that code", file=sys.stderr)
-    want.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
     copied = []
     for d in finished_runs(src):
-        out = want / d.name
-        if holds_finished(out):
+        out = root / d.name
+        if holds_finished(out) or training(out):
             continue
+        tmp = root / (d.name + UNPACKING)  # whole or not at all: a run with half its files is never "finished"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(d, tmp)
         shutil.rmtree(out, ignore_errors=True)  # an interrupted run of the same config: the pack's is finished
-        shutil.copytree(d, out)
+        tmp.rename(out)
         copied.append(out)
-    return copied
+    return root, copied
+
+
+def training(d: Path) -> bool:
+    """Some process holds ``d``'s lock: it is training that run now."""
+    if not (d / LOCK).exists():
+        return False
+    with open(d / LOCK) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
 
 
 def main(argv=None) -> int:
@@ -137,16 +166,16 @@ def main(argv=None) -> int:
                         "every run's but the spent ones')")
     b = sub.add_parser("unpack", help="copy a pack's runs back under the root they were made in")
     b.add_argument("src", help="a pack's directory")
-    b.add_argument("--root", default=None, help="where to unpack (default and only choice: the pack's own root)")
     args = p.parse_args(argv)
     try:
         if args.command == "pack":
             m = pack(args.root, args.dest, args.weights_for)
-            print(f"packed {m['runs']} runs of {m['root']} into {args.dest}: weights kept for "
-                  f"{len(m['weights_kept'])}, {len(m['unfinished_left_out'])} unfinished left out")
+            kept, left = len(m["weights_kept"]), len(m["unfinished_left_out"])
+            print(f"packed {m['runs']} runs of {m['root']} into {args.dest}: weights kept for {kept}, "
+                  f"{left} unfinished left out")
         else:
-            copied = unpack(args.src, args.root)
-            print(f"unpacked {len(copied)} runs into {json.loads((Path(args.src) / MANIFEST).read_text())['root']}")
+            root, copied = unpack(args.src)
+            print(f"unpacked {len(copied)} runs into {root}")
     except ValueError as e:
         p.error(str(e))
     return 0

@@ -70,10 +70,15 @@ def stale_runs(kind: str, cfg, root) -> list[Path]:
 CARRIED = "carried.json"
 
 
+def weights_dropped(run: Path) -> bool:
+    """``run`` was carried to this machine without its weights, on purpose (a spent run)."""
+    return (Path(run) / CARRIED).exists() and json.loads((Path(run) / CARRIED).read_text())["weights_dropped"]
+
+
 def is_finished(out: Path, cfg) -> bool:
     """A finished run of exactly this config lives in ``out`` (its weights may have been left behind
     by ``experiments.carry``)."""
-    if not ((out / POLICY).exists() or (out / CARRIED).exists()):
+    if not ((out / POLICY).exists() or weights_dropped(out)):
         return False
     return read_config(out) == cfg.to_dict()
 
@@ -220,9 +225,9 @@ def posthoc_eval(run: Path, split_spec: dict, supports: tuple[str, ...], n: int,
             return list(csv.DictReader(f))
     if threads:
         torch.set_num_threads(threads)
-    if not (Path(run) / POLICY).exists():
-        raise FileNotFoundError(f"{run}: no {POLICY} to evaluate (see its {CARRIED}: weights left behind "
-                                f"by experiments.carry are not carried back)")
+    if weights_dropped(run):
+        raise FileNotFoundError(f"{run}: its weights were left behind when it was packed (experiments.carry: "
+                                f"a spent run); evaluate it where it was trained, before packing")
     model, _ = load_policy(run)
     rows = evaluate(model, make_split(split_spec), supports, n=n, seed=seed, by=by, samples=samples,
                     pass_k=(1, samples) if samples else (), **run_formats(run))
