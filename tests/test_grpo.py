@@ -615,6 +615,23 @@ def test_draw_zero_is_todays_draw_and_without_dynamic_sampling_nothing_changes(s
     assert "cursor" not in plain.state_dict(1) and not {"draws", "kept_items", "kept_groups"} & set(metrics)
 
 
+def _ties_by_prompt(monkeypatch, g: int) -> None:
+    """Rewards whose ties the prompts decide, on any machine: a group is untied (one of its G completions
+    scores 1) when its prompt's CRC32 is 0 mod 4, else all 0. The sampler is machine-independent, so
+    which groups a dynamic-sampling step drops is too; the policy's own rewards tie or not with the
+    float paths of the machine that trained it."""
+    import zlib
+
+    import hlsm.grpo_trainer as trainer
+
+    def rewards(examples, texts, weights):
+        untied = [zlib.crc32(ex.prompt.encode()) % 4 == 0 for ex in examples]
+        r = torch.tensor([float(u and i % g == 0) for i, u in enumerate(untied)])
+        return r, {name: r for name in weights}
+
+    monkeypatch.setattr(trainer, "combined_rewards", rewards)
+
+
 def test_dynamic_sampling_trains_only_untied_groups_and_logs_what_it_kept(sft_run, tmp_path, monkeypatch):
     """Every group an update sees has reward variance; at most P are kept; each draw takes the next P
     items of the RL stream (the cursor moves by draws * P, and is checkpointed); the logged kept_items
@@ -631,6 +648,7 @@ def test_dynamic_sampling_trains_only_untied_groups_and_logs_what_it_kept(sft_ru
 
     monkeypatch.setattr(trainer.GRPO, "_update", spy)
     p, g = 4, 4
+    _ties_by_prompt(monkeypatch, g)
     cfg = tiny(sft_run, steps=4, rewards={"answer": 1.0}, dynamic_sampling=True, max_draws=3)
     grpo_train(cfg, tmp_path / "ds", progress=False)
     steps, tok, cursor = _train_rows(tmp_path / "ds"), Tokenizer(), 0
@@ -675,7 +693,7 @@ def test_dynamic_sampling_resumes_bit_identical_after_a_kill(sft_run, tmp_path, 
     assert any(m["draws"] > 1 for m in _train_rows(tmp_path / "whole"))  # the cursor ran ahead of k * P
 
 
-def test_labelled_control_of_a_dynamic_sampling_run_trains_on_its_kept_items(sft_run, tmp_path):
+def test_labelled_control_of_a_dynamic_sampling_run_trains_on_its_kept_items(sft_run, tmp_path, monkeypatch):
     """The control's step k batch is GRPO step k's kept prompts (golden completions, in training order)
     then its replay items; its batch sizes follow the kept counts. It needs the finished run, of this config."""
     import dataclasses
@@ -687,6 +705,7 @@ def test_labelled_control_of_a_dynamic_sampling_run_trains_on_its_kept_items(sft
     from hlsm.sft import SFTTrainer, encode_examples, make_batch
     from hlsm.text import Tokenizer
 
+    _ties_by_prompt(monkeypatch, 4)
     cfg = tiny(sft_run, steps=3, rewards={"answer": 1.0}, dynamic_sampling=True, replay_fraction=0.5, ckpt_every=0)
     run = tmp_path / "grpo"
     grpo_train(cfg, run, progress=False)
