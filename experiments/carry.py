@@ -6,16 +6,16 @@
 A machine's ``runs/`` does not outlive its session, and a study of several hours on 2 cores (the
 compound regime's plateau chains, issue 31) needs more than one. ``pack`` copies every finished run of
 a cache, less what no later step reads: the resumable ``checkpoint.pt`` of a finished run (its
-``policy.pt`` is the finished state), lock and temporary files, and the weights of a *spent* run:
-an SFT run that was continued by an SFT run that was continued in turn, and that no GRPO run and no
-unfinished run starts from (a plateau chain's blocks up to the one before its tip). A chain's tip,
-a GRPO run's base and every leaf keep theirs. With ``--weights-for <table.csv>`` only the runs a
-finished study's table names keep theirs (a rate grid's runs at the rates not chosen do not). Every
-packed run gets a ``carried.json``: its wall minutes (file times do not survive git) and whether its
-weights were dropped. Such a run still counts as finished (``runs.is_finished``), and its metrics
-and post-hoc caches are read as before; a new evaluation of it fails, naming it (the caches of
-``runs.cached_json`` are keyed by the experiments' code too: a changed figure recomputes, which a
-run without weights cannot).
+``policy.pt`` is the finished state), lock and temporary files, and the weights of a *spent* run: an
+SFT run that was continued by an SFT run that was continued in turn, and that no GRPO run and no
+unfinished run starts from (a plateau chain's runs but its last two, and once an arm from its tip has
+started, but its tip). A chain's tip, a GRPO run's base and every leaf keep theirs. With
+``--weights-for <table.csv>`` only the runs a finished study's table names keep theirs (a rate grid's runs at the
+rates not chosen do not). Every packed run gets a ``carried.json``: its wall minutes (file times do not
+survive git) and whether its weights were dropped. Such a run still counts as finished
+(``runs.is_finished``), and its metrics and post-hoc caches are read as before; a new evaluation of it
+fails, naming it (the caches of ``runs.cached_json`` are keyed by the experiments' code too: a changed
+figure recomputes, which a run without weights cannot).
 
 Configs name their ``init`` by path, so the runs go back under the root they were made in, which
 ``carry.json`` records: ``unpack`` restores them there, each whole or not at all, never over a
@@ -34,7 +34,7 @@ from pathlib import Path
 from experiments.runs import CARRIED, LOCK, code_version, minutes, weights_dropped
 from hlsm.checkpoint import CHECKPOINT, CONFIG, POLICY, SNAPSHOTS, read_config
 
-MANIFEST = "carry.json"  # in a pack: the root its runs were made under, the code version, whose weights stayed
+MANIFEST = "carry.json"  # in a pack: the root its runs were made under, their code versions, whose weights stayed
 SKIPPED = (CHECKPOINT, LOCK)  # never packed: a finished run's resumable state, its lock
 PACKING, UNPACKING = ".packing", ".unpacking"  # suffixes of a pack / a run being written (renamed when whole)
 
@@ -44,21 +44,27 @@ def holds_finished(d: Path) -> bool:
     return d.is_dir() and (d / CONFIG).exists() and ((d / POLICY).exists() or weights_dropped(d))
 
 
+def run_dirs(root: Path) -> list[Path]:
+    """The run directories under ``root``, finished or not (never a pack or a run still being copied)."""
+    return sorted(d for d in Path(root).iterdir() if d.is_dir() and not d.name.endswith((PACKING, UNPACKING)))
+
+
 def finished_runs(root: Path) -> list[Path]:
     """The run directories under ``root`` that hold a finished run."""
-    return sorted(d for d in Path(root).iterdir() if holds_finished(d))
+    return [d for d in run_dirs(root) if holds_finished(d)]
 
 
-def spent(root: Path) -> set[str]:
-    """Names of the runs under ``root`` whose weights no later step reads: a finished SFT run started from
-    them and was itself started from (a plateau chain's blocks up to the one before its tip), and no
-    GRPO run, finished or not, and no unfinished run starts from them.
+def spent(dirs: list[Path]) -> set[str]:
+    """Names of the runs among ``dirs`` (a cache's run directories) whose weights no later step reads: a
+    finished SFT run started from them and was itself started from, and no GRPO run, finished or not,
+    and no unfinished run starts from them. In a plateau chain: all but its last two runs, and all but
+    its tip once an arm from the tip has started.
 
     A run continued only by leaves keeps its weights: a chain's tip is where the study's arms start,
     and an arm still to come (queued, training, failed) must find it."""
-    inits = {}  # run directory name -> (kind, finished) of each run that starts from it
-    for d in Path(root).iterdir():
-        if d.is_dir() and (d / CONFIG).exists() and read_config(d).get("init"):
+    inits = {}  # run directory name -> (name, finished) of each run that starts from it
+    for d in dirs:
+        if (d / CONFIG).exists() and read_config(d).get("init"):
             inits.setdefault(Path(read_config(d)["init"]).name, []).append((d.name, holds_finished(d)))
     kind = lambda name: name.split("-")[0]
     return {name for name, children in inits.items()
@@ -89,8 +95,11 @@ def pack(root: str | Path, dest: str | Path, weights_for: list[Path] = ()) -> di
         raise ValueError(f"{str(root)!r}: not a directory (the run cache to pack)")
     if dest == root or root in dest.parents or dest in root.parents:
         raise ValueError(f"{str(dest)!r}: inside the run cache {str(root)!r} or holding it; pack elsewhere")
-    runs = finished_runs(root)
-    drop = {d.name for d in runs} - named_runs(weights_for) if weights_for else spent(root)
+    if dest.exists() and not (dest / MANIFEST).exists():  # e.g. carried/ for carried/<study>: never wipe it
+        raise ValueError(f"{str(dest)!r}: exists and is not a pack; name a new folder or an earlier pack")
+    dirs = run_dirs(root)  # one listing: a run that finishes meanwhile is not half counted
+    runs = [d for d in dirs if holds_finished(d)]
+    drop = {d.name for d in runs} - named_runs(weights_for) if weights_for else spent(dirs)
     tmp = dest.with_name(dest.name + PACKING)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -103,8 +112,9 @@ def pack(root: str | Path, dest: str | Path, weights_for: list[Path] = ()) -> di
             carried = {"minutes": minutes(d), "weights_dropped": gone or weights_dropped(d)}
             (tmp / d.name / CARRIED).write_text(json.dumps(carried, indent=1) + "\n")
         kept = sorted(d.name for d in runs if (tmp / d.name / POLICY).exists())
-        manifest = {"root": str(root), "code_version": code_version(), "runs": len(runs), "weights_kept": kept,
-                    "unfinished_left_out": sorted(d.name for d in root.iterdir() if d.is_dir() and d not in runs)}
+        manifest = {"root": str(root), "code_versions": sorted({d.name.rsplit("-", 1)[-1] for d in runs}),
+                    "runs": len(runs), "weights_kept": kept,
+                    "unfinished_left_out": sorted(d.name for d in dirs if d not in runs)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # never a half pack beside the repository's files
@@ -122,10 +132,12 @@ def unpack(src: str | Path) -> tuple[Path, list[Path]]:
         raise ValueError(f"{str(src)!r}: not a pack (no {MANIFEST}); make one with `python -m experiments.carry pack`")
     manifest = json.loads((src / MANIFEST).read_text())
     root = Path(manifest["root"])  # configs name their inits under it: the runs can live nowhere else
-    if manifest["code_version"] != code_version():
-        print(f"note: {src} was made by code {manifest['code_version']}, this is {code_version()}: "
-              "its runs serve only studies of that code", file=sys.stderr)
+    if manifest["code_versions"] != [code_version()]:
+        print(f"note: {src} holds runs of code {', '.join(manifest['code_versions'])}; this is {code_version()}: "
+              "a run serves only studies of the code that made it", file=sys.stderr)
     root.mkdir(parents=True, exist_ok=True)
+    for half in root.glob(f"*{UNPACKING}"):  # left by an unpack that was killed
+        shutil.rmtree(half)
     copied = []
     for d in finished_runs(src):
         out = root / d.name

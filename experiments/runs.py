@@ -62,7 +62,7 @@ def stale_runs(kind: str, cfg, root) -> list[Path]:
     """Runs of the same config made by other code (older names carry no code version)."""
     key = config_key(kind, cfg.to_dict())
     here = run_dir(kind, cfg, root)
-    return sorted(p for p in Path(root).glob(f"{kind}-{key}*") if p != here and p.is_dir())
+    return sorted(p for p in Path(root).glob(f"{kind}-{key}*") if p != here and p.is_dir() and "." not in p.name)
 
 
 # in a run directory carried to another machine (``experiments.carry``): its wall minutes and whether

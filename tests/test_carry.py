@@ -10,7 +10,7 @@ import torch
 
 from experiments import carry, fair
 from experiments.report import write_csv
-from experiments.runs import CARRIED, is_finished, minutes, posthoc_eval, sft_run
+from experiments.runs import CARRIED, code_version, is_finished, minutes, posthoc_eval, sft_run
 from hlsm.checkpoint import CHECKPOINT, CONFIG, POLICY, read_config
 
 torch.set_num_threads(1)
@@ -31,7 +31,7 @@ def test_spent_runs_are_sft_blocks_that_were_continued_in_turn(tmp_path):
         _run(tmp_path, name, init)
     # a chain's blocks before the one before its tip are spent; a GRPO run's base, what only leaves
     # start from, and the leaves keep their weights
-    assert carry.spent(tmp_path) == {"sft-a", "sft-b"}
+    assert carry.spent(carry.run_dirs(tmp_path)) == {"sft-a", "sft-b"}
 
 
 def test_a_tip_keeps_its_weights_while_an_arm_from_it_is_still_to_come(tmp_path):
@@ -39,10 +39,10 @@ def test_a_tip_keeps_its_weights_while_an_arm_from_it_is_still_to_come(tmp_path)
     started) keeps its weights: the arm must find them on the next machine."""
     for name, init in [("sft-base", None), ("sft-tip", "sft-base"), ("sft-ctl", "sft-tip")]:
         _run(tmp_path, name, init)
-    assert carry.spent(tmp_path) == {"sft-base"}  # no GRPO run yet: the tip is continued only by a leaf
+    assert carry.spent(carry.run_dirs(tmp_path)) == {"sft-base"}  # no GRPO run yet: the tip is continued only by a leaf
     _run(tmp_path, "grpo-arm", "sft-tip", finished=False)
     _run(tmp_path, "sft-ctl2", "sft-ctl", finished=False)  # an unfinished run: what it starts from stays
-    assert carry.spent(tmp_path) == {"sft-base"}
+    assert carry.spent(carry.run_dirs(tmp_path)) == {"sft-base"}
     assert carry.pack(tmp_path, tmp_path.parent / "p")["weights_kept"] == ["sft-ctl", "sft-tip"]
 
 
@@ -68,14 +68,20 @@ def test_a_chain_carried_to_a_new_machine_continues_without_training_anything(tm
     shutil.rmtree(root / "sft-half")
     with pytest.raises(ValueError, match="pack elsewhere"):
         carry.pack(root, root / "carried")
+    with pytest.raises(ValueError, match="is not a pack"):  # carried/ itself, holding other packs: never wiped
+        carry.pack(root, pack.parent)
+    assert m["code_versions"] == [code_version()] and (pack / "carry.json").exists()
     write_csv([{"condition": "base", "run": chain[0].name}], tmp_path / "table.csv")
     only = carry.pack(root, tmp_path / "only", [tmp_path / "table.csv"])  # a finished study's table
     assert only["weights_kept"] == [chain[0].name] and not (tmp_path / "only" / chain[-1].name / POLICY).exists()
 
     shutil.rmtree(root)  # the machine is gone; the pack came back with git
     (root / chain[-1].name).mkdir(parents=True)  # an interrupted run of the tip's config: replaced
+    shutil.copytree(pack / chain[0].name, root / (chain[0].name + carry.UNPACKING))  # a killed unpack's
+    assert carry.finished_runs(root) == []  # a run still being copied is not a run
     assert carry.unpack(pack) == (root.absolute(), sorted([*chain, leaf]))
     assert carry.unpack(pack)[1] == []  # never over a finished run
+    assert not list(root.glob("*" + carry.UNPACKING))
     assert all(is_finished(d, cfg) for d, cfg in zip(chain, state["configs"]))
     monkeypatch.setattr("experiments.runs._train", lambda *a, **k: pytest.fail("nothing may retrain"))
     again = fair.plateau_bases("tiny", [(0, 0)], str(root))[(0, 0)]

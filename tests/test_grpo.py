@@ -581,11 +581,14 @@ def _train_rows(run) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def ds_run(sft_run, tmp_path_factory):
-    """A finished dynamic-sampling GRPO run (answer reward only: many tied groups, so steps take several
-    draws and some keep fewer than P groups) and its config."""
+    """A finished dynamic-sampling GRPO run (ties decided by prompt, ``_ties_by_prompt``: steps take several
+    draws) and its config."""
     cfg = tiny(sft_run, steps=3, rewards={"answer": 1.0}, dynamic_sampling=True, ckpt_every=0)
     out = tmp_path_factory.mktemp("ds") / "grpo"
-    grpo_train(cfg, out, progress=False)
+    with pytest.MonkeyPatch.context() as mp:
+        _ties_by_prompt(mp, 4)
+        grpo_train(cfg, out, progress=False)
+    assert any(m["draws"] > 1 for m in _train_rows(out))
     return cfg, out
 
 
@@ -672,6 +675,7 @@ def test_dynamic_sampling_resumes_bit_identical_after_a_kill(sft_run, tmp_path, 
     weights and the same log as a run never killed."""
     import hlsm.grpo_trainer as trainer
 
+    _ties_by_prompt(monkeypatch, 4)  # steps that take several draws on any machine
     cfg = tiny(sft_run, rewards={"answer": 1.0}, dynamic_sampling=True, minibatches=2, epochs=2, beta=0.05)
     whole = grpo_train(cfg, tmp_path / "whole", progress=False)
     real = trainer.GRPO.step
@@ -681,10 +685,10 @@ def test_dynamic_sampling_resumes_bit_identical_after_a_kill(sft_run, tmp_path, 
             raise KeyboardInterrupt("killed")
         return real(self, k)
 
-    monkeypatch.setattr(trainer.GRPO, "step", killed)
-    with pytest.raises(KeyboardInterrupt):
-        grpo_train(cfg, tmp_path / "cut", progress=False)
-    monkeypatch.undo()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(trainer.GRPO, "step", killed)
+        with pytest.raises(KeyboardInterrupt):
+            grpo_train(cfg, tmp_path / "cut", progress=False)
     assert [m["step"] for m in _train_rows(tmp_path / "cut")] == [1, 2, 3]
     resumed = grpo_train(cfg, tmp_path / "cut", resume=True, progress=False)
     for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
